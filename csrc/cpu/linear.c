@@ -1,0 +1,163 @@
+/* Linear layers, out = x W^T + bias, by shape:
+ *  - a few rows (decode): a GEMV that streams each weight row once, widening 16-bit weights in
+ *    registers, so the cost is the bytes of W and nothing else;
+ *  - many rows (prefill): OpenBLAS sgemm when the build has it (16-bit weights widened block by
+ *    block into a float32 buffer first), else the built-in register-blocked GEMM over threads. */
+#include <stdlib.h>
+
+#include "../model/status.h"
+#include "dtype.h"
+#include "kernels.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define M2C_X86 1
+#endif
+
+#ifdef M2C_HAVE_OPENBLAS
+#include <cblas.h>
+static int blas_enabled = 1;
+#else
+static int blas_enabled = 0;
+#endif
+
+void m2c_gemm_use_blas(int enable) {
+#ifdef M2C_HAVE_OPENBLAS
+    blas_enabled = enable != 0;
+#else
+    (void)enable;
+#endif
+}
+
+int m2c_gemm_has_blas(void) { return blas_enabled; }
+
+enum { GEMV_MAX_ROWS = 8, GEMV_BLOCK = 16, WIDEN_ROWS = 256, BUILTIN_COLS = 64 };
+
+/* ---- GEMV: R <= GEMV_MAX_ROWS rows against every weight row ---- */
+
+static void gemv_rows_generic(float *dots, const float *x, int64_t ldx, int64_t R, m2c_tensor W,
+                              int64_t o, int64_t K) {
+    for (int64_t r = 0; r < R; r++) dots[r] = 0;
+    for (int64_t k = 0; k < K; k++) {
+        float w = m2c_load(W, (size_t)o * K + k);
+        for (int64_t r = 0; r < R; r++) dots[r] += w * x[r * ldx + k];
+    }
+}
+
+#ifdef M2C_X86
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 load8(m2c_tensor W, size_t i) {
+    if (W.dtype == M2C_F32) return _mm256_loadu_ps((const float *)W.data + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)W.data + i));
+    if (W.dtype == M2C_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void gemv_rows_avx2(float *dots, const float *x,
+                                                                   int64_t ldx, int64_t R,
+                                                                   m2c_tensor W, int64_t o,
+                                                                   int64_t K) {
+    __m256 acc[GEMV_MAX_ROWS];
+    for (int64_t r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    size_t base = (size_t)o * K;
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 w = load8(W, base + k);
+        for (int64_t r = 0; r < R; r++)
+            acc[r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * ldx + k), acc[r]);
+    }
+    for (int64_t r = 0; r < R; r++) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        s = _mm_hadd_ps(s, s);
+        s = _mm_hadd_ps(s, s);
+        float d = _mm_cvtss_f32(s);
+        for (int64_t kk = k; kk < K; kk++) d += m2c_load(W, base + kk) * x[r * ldx + kk];
+        dots[r] = d;
+    }
+}
+#endif
+
+static void linear_gemv(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
+                        int64_t R, int64_t K, int64_t O, int accumulate) {
+    void (*rows)(float *, const float *, int64_t, int64_t, m2c_tensor, int64_t, int64_t) =
+        gemv_rows_generic;
+#ifdef M2C_X86
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        rows = gemv_rows_avx2;
+#endif
+#pragma omp parallel for schedule(static, GEMV_BLOCK) if (O * K > 32768)
+    for (int64_t o = 0; o < O; o++) {
+        float dots[GEMV_MAX_ROWS];
+        rows(dots, x, ldx, R, W, o, K);
+        for (int64_t r = 0; r < R; r++)
+            out[r * ldo + o] = accumulate ? out[r * ldo + o] + dots[r] : dots[r];
+    }
+}
+
+/* ---- GEMM ---- */
+
+#ifdef M2C_HAVE_OPENBLAS
+static m2c_status linear_blas(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
+                              int64_t R, int64_t K, int64_t O, int accumulate) {
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (W.dtype == M2C_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)O, (int)K, 1.0f, x,
+                    (int)ldx, (const float *)W.data, (int)K, beta, out, (int)ldo);
+        return M2C_OK;
+    }
+    int64_t rows = O < WIDEN_ROWS ? O : WIDEN_ROWS;
+    float *wide = malloc(sizeof(float) * rows * K);
+    if (!wide) return m2c_fail(M2C_ERR_MEMORY, "out of memory widening a %lld x %lld weight block",
+                               (long long)rows, (long long)K);
+    for (int64_t o0 = 0; o0 < O; o0 += rows) {
+        int64_t n = O - o0 < rows ? O - o0 : rows;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; i++) m2c_widen(wide + i * K, W, (size_t)(o0 + i) * K, K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)n, (int)K, 1.0f, x,
+                    (int)ldx, wide, (int)K, beta, out + o0, (int)ldo);
+    }
+    free(wide);
+    return M2C_OK;
+}
+#endif
+
+static m2c_status linear_builtin(float *out, int64_t ldo, const float *x, int64_t ldx,
+                                 m2c_tensor W, int64_t R, int64_t K, int64_t O, int accumulate) {
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        float *wide = W.dtype == M2C_F32 ? NULL : malloc(sizeof(float) * BUILTIN_COLS * K);
+        if (W.dtype != M2C_F32 && !wide) failed = 1;
+#pragma omp for schedule(dynamic)
+        for (int64_t o0 = 0; o0 < O; o0 += BUILTIN_COLS) {
+            if (failed) continue;
+            int64_t n = O - o0 < BUILTIN_COLS ? O - o0 : BUILTIN_COLS;
+            const float *block = (const float *)W.data + o0 * K;
+            if (wide) {
+                m2c_widen(wide, W, (size_t)o0 * K, (size_t)n * K);
+                block = wide;
+            }
+            m2c_sgemm_serial(R, n, K, x, ldx, block, K, 1, accumulate ? 1.0f : 0.0f, out + o0, ldo);
+        }
+        free(wide);
+    }
+    return failed ? m2c_fail(M2C_ERR_MEMORY, "out of memory widening weights for a GEMM") : M2C_OK;
+}
+
+m2c_status m2c_linear(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
+                      m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate) {
+    m2c_status st = M2C_OK;
+    if (R <= GEMV_MAX_ROWS)
+        linear_gemv(out, ldo, x, ldx, W, R, K, O, accumulate);
+#ifdef M2C_HAVE_OPENBLAS
+    else if (blas_enabled)
+        st = linear_blas(out, ldo, x, ldx, W, R, K, O, accumulate);
+#endif
+    else
+        st = linear_builtin(out, ldo, x, ldx, W, R, K, O, accumulate);
+    if (st != M2C_OK || !bias.data) return st;
+#pragma omp parallel for schedule(static) if (R * O > 65536)
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t o = 0; o < O; o++) out[r * ldo + o] += m2c_load(bias, o);
+    return M2C_OK;
+}

@@ -1,0 +1,91 @@
+/* Chunked SSD on the CPU. Within a chunk of Q tokens the scan is a masked "attention" product,
+ * across chunks a P x N state is carried:
+ *   Y_diag = (C B^T o L o dt) X        L[l, s] = exp(cs_l - cs_s), s <= l, cs = cumsum(dt A)
+ *   Y_off  = diag(exp(cs)) C S^T       S = state entering the chunk
+ *   S'     = exp(cs_last) S + (X o exp(cs_last - cs) dt)^T B
+ * C B^T is shared by the H/G heads of a group, so it is computed once per (row, chunk, group)
+ * before the per-head pass. Cumulative sums are kept in double: their differences are
+ * exponentiated, and float32 cumsums of long chunks lose the small differences that matter. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../model/status.h"
+#include "kernels.h"
+
+size_t m2c_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
+                           int64_t Q) {
+    (void)H, (void)P, (void)N;
+    int64_t chunks = (T + Q - 1) / Q, q = T < Q ? T : Q;
+    return (size_t)(B * chunks * G) * (size_t)(q * q);
+}
+
+m2c_status m2c_ssd_chunked(float *y, float *state, int has_state, const float *x, const float *Bm,
+                     const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
+                     int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q,
+                     float *work) {
+    const int64_t chunks = (T + Q - 1) / Q, Qc = T < Q ? T : Q, HP = H * P, heads_per_group = H / G;
+    float *CB = work; /* [B, chunks, G, Qc, Qc] */
+
+#pragma omp parallel for collapse(3) schedule(static)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < chunks; c++)
+            for (int64_t g = 0; g < G; g++) {
+                int64_t t0 = c * Q, q = T - t0 < Q ? T - t0 : Q;
+                const float *rows = Cm + (b * T + t0) * ldx + g * N;
+                const float *cols = Bm + (b * T + t0) * ldx + g * N;
+                m2c_sgemm_serial(q, q, N, rows, ldx, cols, ldx, 1, 0.0f,
+                                 CB + ((b * chunks + c) * G + g) * Qc * Qc, Qc);
+            }
+
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        /* per-thread scratch, one chunk's worth */
+        float *M = malloc(sizeof(float) * (Qc * Qc + 2 * P * Qc));
+        double *cs = malloc(sizeof(double) * Qc);
+        float *xs_t = M ? M + Qc * Qc : NULL, *off = M ? xs_t + P * Qc : NULL;
+        failed = !M || !cs;
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++) {
+                if (failed) continue;
+                const int64_t g = h / heads_per_group;
+                float *S = state + (b * H + h) * P * N;
+                if (!has_state) memset(S, 0, sizeof(float) * P * N);
+                for (int64_t c = 0; c < chunks; c++) {
+                    const int64_t t0 = c * Q, q = T - t0 < Q ? T - t0 : Q;
+                    const float *dtc = dt + (b * T + t0) * H + h;
+                    const float *xc = x + (b * T + t0) * ldx + h * P;
+                    const float *Bc = Bm + (b * T + t0) * ldx + g * N;
+                    const float *Cc = Cm + (b * T + t0) * ldx + g * N;
+                    const float *CBc = CB + ((b * chunks + c) * G + g) * Qc * Qc;
+                    float *yc = y + (b * T + t0) * HP + h * P;
+
+                    double sum = 0;
+                    for (int64_t l = 0; l < q; l++) cs[l] = sum += (double)dtc[l * H] * A[h];
+                    for (int64_t l = 0; l < q; l++) {
+                        for (int64_t s = 0; s <= l; s++)
+                            M[l * Qc + s] = CBc[l * Qc + s] * (float)exp(cs[l] - cs[s]) * dtc[s * H];
+                        for (int64_t s = l + 1; s < q; s++) M[l * Qc + s] = 0.0f;
+                    }
+                    m2c_sgemm_serial(q, P, q, M, Qc, xc, ldx, 0, 0.0f, yc, HP);
+                    m2c_sgemm_serial(q, P, N, Cc, ldx, S, N, 1, 0.0f, off, P);
+                    for (int64_t l = 0; l < q; l++) {
+                        float decay = (float)exp(cs[l]);
+                        for (int64_t p = 0; p < P; p++)
+                            yc[l * HP + p] += decay * off[l * P + p] + D[h] * xc[l * ldx + p];
+                    }
+                    for (int64_t s = 0; s < q; s++) {
+                        float w = (float)exp(cs[q - 1] - cs[s]) * dtc[s * H];
+                        for (int64_t p = 0; p < P; p++) xs_t[p * Qc + s] = xc[s * ldx + p] * w;
+                    }
+                    m2c_sgemm_serial(P, N, q, xs_t, Qc, Bc, ldx, 0, (float)exp(cs[q - 1]), S, N);
+                }
+            }
+        free(M);
+        free(cs);
+    }
+    return failed ? m2c_fail(M2C_ERR_MEMORY, "out of memory for the SSD's per-thread scratch")
+                  : M2C_OK;
+}

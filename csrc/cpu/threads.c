@@ -1,0 +1,35 @@
+/* The kernels' thread count: OpenMP for our loops, kept in step with OpenBLAS's own pool so the
+ * two never oversubscribe the cores. */
+#include "kernels.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef M2C_HAVE_OPENBLAS
+void openblas_set_num_threads(int num_threads);
+#endif
+
+static int thread_count; /* 0: not set, use the OpenMP default */
+
+void m2c_set_num_threads(int n) {
+#ifdef _OPENMP
+    if (n <= 0) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+#else
+    n = 1;
+#endif
+#ifdef M2C_HAVE_OPENBLAS
+    openblas_set_num_threads(n);
+#endif
+    thread_count = n;
+}
+
+int m2c_get_num_threads(void) { return m2c_threads(); }
+
+int m2c_threads(void) {
+#ifdef _OPENMP
+    return thread_count > 0 ? thread_count : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}

@@ -1,0 +1,33 @@
+/* Shared pieces of the CPython binding: the only C that includes Python.h. */
+#ifndef M2C_BINDING_H
+#define M2C_BINDING_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "mamba2c.h"
+
+/* Element kinds a buffer argument may hold. */
+typedef enum { ARRAY_F32, ARRAY_I64, ARRAY_16BIT } array_kind;
+
+/* Fills `view` with a C-contiguous buffer of `obj` holding exactly `count` elements of `kind`
+ * (writable if asked). On failure sets a Python exception naming `name` and returns -1. */
+int m2c_get_array(PyObject *obj, Py_buffer *view, const char *name, array_kind kind,
+                  Py_ssize_t count, int writable);
+
+/* Like m2c_get_array, but None leaves view->buf NULL and succeeds. */
+int m2c_get_optional_array(PyObject *obj, Py_buffer *view, const char *name, array_kind kind,
+                           Py_ssize_t count, int writable);
+
+void m2c_release(Py_buffer *view);
+
+/* A weight given as (array, dtype code) or None; the view stays held by the caller. */
+int m2c_get_weight(PyObject *spec, Py_buffer *view, m2c_tensor *out, const char *name,
+                   Py_ssize_t count, int required);
+
+/* Raises the Python exception matching `status` with the engine's message; returns NULL. */
+PyObject *m2c_raise(m2c_status status);
+
+extern PyTypeObject m2c_EngineType;
+
+#endif

@@ -1,0 +1,419 @@
+"""Mamba2Model and Mamba2ForCausalLM: transformers' API over the C engine.
+
+Weights live in a dict of NumPy arrays under transformers' parameter names (without the
+``backbone.`` prefix); the C engine borrows them. A forward is one C call for every layer.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import numpy as np
+
+from . import _C
+from .cache import Mamba2Cache
+from .configuration import Mamba2Config
+from .dtypes import STORAGE, as_numpy, convert, dtype_name, from_float32, public_view
+from .outputs import Mamba2CausalLMOutput, Mamba2Output
+
+_LAYER_KEYS = (  # the engine's order of a layer's tensors
+    "norm.weight", "mixer.in_proj.weight", "mixer.in_proj.bias", "mixer.conv1d.weight",
+    "mixer.conv1d.bias", "mixer.dt_bias", "mixer.A_log", "mixer.D", "mixer.norm.weight",
+    "mixer.out_proj.weight", "mixer.out_proj.bias",
+)
+
+
+def parameter_shapes(config: Mamba2Config, with_lm_head: bool) -> dict[str, tuple]:
+    """Every parameter name (transformers', without the backbone prefix) and its shape."""
+    D, I, H, K = config.hidden_size, config.intermediate_size, config.num_heads, config.conv_kernel
+    conv, proj = config.conv_dim, config.in_proj_size
+    shapes: dict[str, tuple] = {"embeddings.weight": (config.vocab_size, D)}
+    for i in range(config.num_hidden_layers):
+        p = f"layers.{i}."
+        shapes[p + "norm.weight"] = (D,)
+        shapes[p + "mixer.dt_bias"] = (H,)
+        shapes[p + "mixer.A_log"] = (H,)
+        shapes[p + "mixer.D"] = (H,)
+        shapes[p + "mixer.conv1d.weight"] = (conv, 1, K)
+        if config.use_conv_bias:
+            shapes[p + "mixer.conv1d.bias"] = (conv,)
+        shapes[p + "mixer.in_proj.weight"] = (proj, D)
+        if config.use_bias:
+            shapes[p + "mixer.in_proj.bias"] = (proj,)
+        shapes[p + "mixer.norm.weight"] = (I,)
+        shapes[p + "mixer.out_proj.weight"] = (D, I)
+        if config.use_bias:
+            shapes[p + "mixer.out_proj.bias"] = (D,)
+    shapes["norm_f.weight"] = (D,)
+    if with_lm_head and not config.tie_word_embeddings:
+        shapes["lm_head.weight"] = (config.vocab_size, D)
+    return shapes
+
+
+def init_weights(config: Mamba2Config, rng: np.random.Generator,
+                 with_lm_head: bool) -> dict[str, np.ndarray]:
+    """float32 weights initialised as transformers initialises a fresh Mamba2 model."""
+    std = config.initializer_range
+    H, I, K = config.num_heads, config.intermediate_size, config.conv_kernel
+    weights = {}
+    for name, shape in parameter_shapes(config, with_lm_head).items():
+        if name.endswith(("norm.weight", "norm_f.weight", "mixer.D")):
+            value = np.ones(shape)
+        elif name.endswith("bias") and not name.endswith("dt_bias"):
+            value = np.zeros(shape)
+        elif name.endswith("A_log"):
+            value = np.log(np.arange(1, H + 1, dtype=np.float64))
+        elif name.endswith("dt_bias"):
+            lo, hi = math.log(config.time_step_min), math.log(config.time_step_max)
+            dt = np.maximum(np.exp(rng.random(H) * (hi - lo) + lo), config.time_step_floor)
+            value = dt + np.log(-np.expm1(-dt))  # inverse softplus
+        elif name.endswith("conv1d.weight"):  # kaiming_uniform(a=sqrt(5)): bound 1/sqrt(fan_in)
+            value = rng.uniform(-1, 1, shape) / math.sqrt(K)
+        elif name.endswith("out_proj.weight"):
+            value = rng.uniform(-1, 1, shape) / math.sqrt(I)
+            if config.rescale_prenorm_residual:
+                value /= math.sqrt(config.num_hidden_layers)
+        else:  # embeddings, in_proj, lm_head
+            value = rng.normal(0.0, std, shape)
+        weights[name] = value.astype(np.float32)
+    return weights
+
+
+def _int_array(value: Any, name: str) -> np.ndarray:
+    array, _ = as_numpy(value)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+class Mamba2PreTrainedModel:
+    """Shared weight handling of Mamba2Model and Mamba2ForCausalLM."""
+
+    config_class = Mamba2Config
+    base_model_prefix = "backbone"
+    main_input_name = "input_ids"
+    _with_lm_head = False
+
+    def __init__(self, config: Mamba2Config, dtype: Any = "float32", seed: Optional[int] = None):
+        if not isinstance(config, Mamba2Config):
+            raise TypeError(f"config must be a Mamba2Config, got {type(config).__name__}")
+        self.config = config
+        self._dtype = dtype_name(dtype)
+        self._weights: dict[str, np.ndarray] = {}
+        self._engine = None
+        self.training = False
+        #: tokens per piece of a long prompt (0: the engine picks); pieces carry the state forward
+        self.prefill_chunk = 0
+        values = init_weights(config, np.random.default_rng(seed), self._with_lm_head)
+        self._weights = {k: from_float32(v, self._dtype) for k, v in values.items()}
+
+    # ---- properties like torch modules ----
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise NotImplementedError("mamba2c runs inference only")
+        return self
+
+    def to(self, dtype: Any = None, device: Any = None):
+        """Converts the weights to another dtype ("float32", "bfloat16", "float16")."""
+        if device is not None and str(device) != "cpu":
+            raise ValueError(f"device {device!r} is not available: this build runs on the CPU")
+        if dtype is not None and str(dtype) in ("cpu",):
+            return self
+        if dtype is not None:
+            new = dtype_name(dtype)
+            self._weights = {k: convert(v, self._dtype, new) for k, v in self._weights.items()}
+            self._dtype = new
+            self._engine = None
+        return self
+
+    def float(self):
+        return self.to("float32")
+
+    def half(self):
+        return self.to("float16")
+
+    def bfloat16(self):
+        return self.to("bfloat16")
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        names = [k for k in self._weights if not (exclude_embeddings and k.startswith(
+            ("embeddings.", "lm_head.")))]
+        return int(sum(self._weights[k].size for k in names))
+
+    # ---- state dict ----
+    def _prefix(self, name: str) -> str:
+        if self._with_lm_head and not name.startswith("lm_head."):
+            return "backbone." + name
+        return name
+
+    def _unprefix(self, name: str) -> str:
+        """Our internal name for a state-dict key, accepting transformers' naming either way round
+        and mamba_ssm's `embedding.weight`."""
+        if name.startswith("backbone."):
+            name = name[len("backbone."):]
+        if name == "embedding.weight":
+            name = "embeddings.weight"
+        return name
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters under transformers' names; bfloat16 ones as ml_dtypes.bfloat16 when that is
+        installed (otherwise as their uint16 bits). Read-only views of the model's weights."""
+        out = {}
+        for name, array in self._weights.items():
+            view = public_view(array, self._dtype).view()
+            view.flags.writeable = False
+            out[self._prefix(name)] = view
+        if self._with_lm_head and self.config.tie_word_embeddings:
+            out["lm_head.weight"] = out["backbone.embeddings.weight"]
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True):
+        """Loads parameters by name (NumPy arrays, torch tensors, ...), converting them to the
+        model's dtype. Returns (missing_keys, unexpected_keys); with strict, either raises."""
+        expected = parameter_shapes(self.config, self._with_lm_head)
+        incoming: dict[str, Any] = {}
+        unexpected = []
+        for key, value in state_dict.items():
+            name = self._unprefix(key)
+            if name == "lm_head.weight" and self._with_lm_head and self.config.tie_word_embeddings:
+                continue  # tied: the embedding is the head
+            if name in expected:
+                incoming[name] = value
+            else:
+                unexpected.append(key)
+        missing = [self._prefix(k) for k in expected if k not in incoming]
+        if strict and (missing or unexpected):
+            raise KeyError(f"state dict does not match the model: missing {missing}, "
+                           f"unexpected {unexpected}")
+        converted = {}
+        for name, value in incoming.items():
+            array, src = as_numpy(value)
+            if tuple(array.shape) != expected[name]:
+                raise ValueError(f"{self._prefix(name)} has shape {tuple(array.shape)}, "
+                                 f"expected {expected[name]}")
+            if src is None:
+                if not np.issubdtype(array.dtype, np.floating):
+                    raise TypeError(f"{self._prefix(name)} must hold floats, got {array.dtype}")
+                array, src = array.astype(np.float32), "float32"
+            converted[name] = np.ascontiguousarray(convert(array, src, self._dtype))
+        self._weights.update(converted)
+        self._engine = None
+        return missing, unexpected
+
+    # ---- engine ----
+    def _weight(self, name: str):
+        array = self._weights.get(name)
+        return None if array is None else (array, STORAGE[self._dtype][1])
+
+    def _get_engine(self):
+        if self._engine is None:
+            c = self.config
+            lo, hi = c.time_step_limit
+            engine_config = (
+                c.hidden_size, c.num_heads, c.head_dim, c.state_size, c.n_groups, c.conv_kernel,
+                c.chunk_size, c.vocab_size, c.num_hidden_layers, float(c.layer_norm_epsilon),
+                float(lo), float(min(hi, np.finfo(np.float32).max)),
+                c.n_groups if c.norm_groups == "n_groups" else 1,
+            )
+            layers = []
+            for i in range(c.num_hidden_layers):
+                layers.append(tuple(self._weight(f"layers.{i}.{k}") for k in _LAYER_KEYS))
+            lm_head = None
+            if self._with_lm_head:
+                lm_head = self._weight("embeddings.weight" if c.tie_word_embeddings
+                                       else "lm_head.weight")
+            self._engine = _C.Engine(engine_config, self._weight("embeddings.weight"),
+                                     self._weight("norm_f.weight"), lm_head, layers)
+        return self._engine
+
+    def _prepare_inputs(self, input_ids, inputs_embeds, attention_mask):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        c = self.config
+        if input_ids is not None:
+            ids = _int_array(input_ids, "input_ids")
+            if ids.ndim != 2:
+                raise ValueError(f"input_ids must have shape [batch, tokens], got {ids.shape}")
+            B, T = ids.shape
+            if ids.size and (ids.min() < 0 or ids.max() >= c.vocab_size):
+                bad = ids[(ids < 0) | (ids >= c.vocab_size)][0]
+                raise ValueError(f"input_ids holds token id {bad}, outside [0, vocab_size="
+                                 f"{c.vocab_size})")
+            embeds = None
+        else:
+            embeds, _ = as_numpy(inputs_embeds)
+            if embeds.ndim != 3 or embeds.shape[2] != c.hidden_size:
+                raise ValueError(f"inputs_embeds must have shape [batch, tokens, {c.hidden_size}]"
+                                 f", got {embeds.shape}")
+            if _ == "bfloat16":
+                embeds = convert(embeds, "bfloat16", "float32")
+            elif not np.issubdtype(embeds.dtype, np.floating):
+                raise TypeError(f"inputs_embeds must hold floats, got {embeds.dtype}")
+            embeds = np.ascontiguousarray(embeds, dtype=np.float32)
+            B, T = embeds.shape[:2]
+            ids = None
+        if B == 0 or T == 0:
+            raise ValueError(f"the input is empty (batch {B}, tokens {T})")
+        mask = None
+        if attention_mask is not None:
+            m, _ = as_numpy(attention_mask)
+            if m.ndim != 2 or m.shape[0] != B or m.shape[1] < T:
+                raise ValueError(f"attention_mask must have shape [{B}, {T}] (or [{B}, past + {T}]"
+                                 f"), got {m.shape}")
+            # Like transformers: the trailing T positions count, and one new token is never padding.
+            m = m[:, m.shape[1] - T:].astype(np.float32)
+            if T > 1 and not np.all(m == 1):
+                mask = np.ascontiguousarray(m)
+        return ids, embeds, mask, B, T
+
+    def _run(self, input_ids, inputs_embeds, attention_mask, cache_params, use_cache,
+             output_hidden_states, logits_to_keep=None, labels=None):
+        """One engine call. Returns (last_hidden, hidden_states, logits, loss, cache)."""
+        c = self.config
+        ids, embeds, mask, B, T = self._prepare_inputs(input_ids, inputs_embeds, attention_mask)
+        use_cache = c.use_cache if use_cache is None else bool(use_cache)
+        cache = cache_params
+        if cache is not None and not isinstance(cache, Mamba2Cache):
+            raise TypeError(f"cache_params must be a Mamba2Cache, got {type(cache).__name__}")
+        if cache is not None and cache.batch_size != B:
+            raise ValueError(f"cache_params holds {cache.batch_size} sequences, the input {B}")
+        if cache is None and use_cache:
+            cache = Mamba2Cache(c, B)
+        hidden = (np.empty((c.num_hidden_layers + 1, B, T, c.hidden_size), np.float32)
+                  if output_hidden_states else None)
+        last = None if hidden is not None else np.empty((B, T, c.hidden_size), np.float32)
+        positions = logits = lab = None
+        if logits_to_keep is not None:
+            positions = self._logit_positions(logits_to_keep, T)
+            logits = np.empty((B, positions.size, c.vocab_size), np.float32)
+        if labels is not None:
+            lab = _int_array(labels, "labels")
+            if lab.shape != (B, T):
+                raise ValueError(f"labels must have shape {(B, T)}, got {lab.shape}")
+            bad = (lab != -100) & ((lab < 0) | (lab >= c.vocab_size))
+            if bad.any():
+                raise ValueError(f"labels hold {lab[bad][0]}, outside [0, vocab_size="
+                                 f"{c.vocab_size}) and not the ignore index -100")
+            if positions is None or positions.size != T:
+                raise ValueError("labels need the logits of every position: use logits_to_keep=0")
+        loss = self._get_engine().forward(
+            B, T, input_ids=ids, inputs_embeds=embeds, attention_mask=mask, labels=lab,
+            conv_states=None if cache is None else cache.conv_states,
+            ssm_states=None if cache is None else cache.ssm_states,
+            has_state=cache is not None and cache.has_previous_state,
+            last_hidden=last, hidden_states=hidden, logits=logits, logit_positions=positions,
+            want_loss=lab is not None, prefill_tokens=int(self.prefill_chunk))
+        if cache is not None:
+            cache.has_previous_state = True
+            cache.seqlen_offset += T
+        if hidden is not None:
+            last = hidden[-1]
+            hidden = tuple(hidden)
+        return last, hidden, logits, loss, cache if use_cache else None
+
+    @staticmethod
+    def _logit_positions(logits_to_keep, T: int) -> np.ndarray:
+        if isinstance(logits_to_keep, np.ndarray):  # sorted unique positions from the LM head
+            return logits_to_keep
+        if isinstance(logits_to_keep, (int, np.integer)) and not isinstance(logits_to_keep, bool):
+            k = int(logits_to_keep)
+            if k < 0:
+                raise ValueError(f"logits_to_keep must be >= 0, got {k}")
+            return np.arange(0 if k == 0 or k >= T else T - k, T, dtype=np.int64)
+        raise TypeError("logits_to_keep must be an int or a 1-D array of positions")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"{type(self).__name__}(layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
+                f"heads={c.num_heads}x{c.head_dim}, state={c.state_size}, groups={c.n_groups}, "
+                f"params={self.num_parameters():,}, dtype={self.dtype}, device=cpu, backend=C)")
+
+
+class Mamba2Model(Mamba2PreTrainedModel):
+    """The Mamba-2 backbone: embeddings, blocks and the final norm."""
+
+    def get_input_embeddings(self) -> np.ndarray:
+        return self.state_dict()["embeddings.weight"]
+
+    def forward(self, input_ids=None, inputs_embeds=None, cache_params=None, use_cache=None,
+                output_hidden_states=None, return_dict=None, attention_mask=None, **kwargs):
+        """input_ids [B, T] ints or inputs_embeds [B, T, D] -> Mamba2Output (or a tuple with
+        return_dict=False): last_hidden_state [B, T, D] float32, the cache when use_cache,
+        and the L+1 hidden states when output_hidden_states."""
+        c = self.config
+        output_hidden_states = (c.output_hidden_states if output_hidden_states is None
+                                else output_hidden_states)
+        return_dict = c.return_dict if return_dict is None else return_dict
+        last, hidden, _, _, cache = self._run(input_ids, inputs_embeds, attention_mask,
+                                              cache_params, use_cache, output_hidden_states)
+        if not return_dict:
+            return tuple(v for v in (last, cache, hidden) if v is not None)
+        return Mamba2Output(last_hidden_state=last, cache_params=cache, hidden_states=hidden)
+
+
+class Mamba2ForCausalLM(Mamba2PreTrainedModel):
+    """The Mamba-2 backbone with a language-model head (tied to the embeddings when
+    config.tie_word_embeddings)."""
+
+    _with_lm_head = True
+
+    def get_input_embeddings(self) -> np.ndarray:
+        return self.state_dict()["backbone.embeddings.weight"]
+
+    def get_output_embeddings(self) -> np.ndarray:
+        return self.state_dict()["lm_head.weight"]
+
+    def forward(self, input_ids=None, inputs_embeds=None, cache_params=None, labels=None,
+                output_hidden_states=None, return_dict=None, use_cache=None,
+                attention_mask=None, logits_to_keep: Union[int, Iterable[int]] = 0, **kwargs):
+        """input_ids [B, T] ints or inputs_embeds [B, T, D] -> Mamba2CausalLMOutput (or a tuple
+        with return_dict=False): logits [B, T_kept, V] float32 for the last `logits_to_keep`
+        positions (0: all) or for the given positions; the mean next-token cross-entropy when
+        `labels` [B, T] are given (-100 ignored); the cache and hidden states as Mamba2Model."""
+        c = self.config
+        output_hidden_states = (c.output_hidden_states if output_hidden_states is None
+                                else output_hidden_states)
+        return_dict = c.return_dict if return_dict is None else return_dict
+        positions, order = logits_to_keep, None
+        if not isinstance(logits_to_keep, (int, np.integer)):
+            T = self._sequence_length(input_ids, inputs_embeds)
+            index = _int_array(logits_to_keep, "logits_to_keep")
+            if index.ndim != 1 or index.size == 0 or index.min() < -T or index.max() >= T:
+                raise ValueError(f"logits_to_keep positions must be a non-empty 1-D array in "
+                                 f"[-{T}, {T}), got {index.tolist()}")
+            index = index % T
+            unique, order = np.unique(index, return_inverse=True)
+            positions = unique
+        _, hidden, logits, loss, cache = self._run(
+            input_ids, inputs_embeds, attention_mask, cache_params, use_cache,
+            output_hidden_states, logits_to_keep=positions, labels=labels)
+        if order is not None:
+            logits = logits[:, order]
+        loss = None if loss is None else np.float32(loss)
+        if not return_dict:
+            out = tuple(v for v in (logits, cache, hidden) if v is not None)
+            return ((loss,) + out) if loss is not None else out
+        return Mamba2CausalLMOutput(loss=loss, logits=logits, cache_params=cache,
+                                    hidden_states=hidden)
+
+    @staticmethod
+    def _sequence_length(input_ids, inputs_embeds) -> int:
+        source = input_ids if input_ids is not None else inputs_embeds
+        shape = np.shape(as_numpy(source)[0]) if source is not None else ()
+        if len(shape) < 2:
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        return int(shape[1])
