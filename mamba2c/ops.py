@@ -151,6 +151,28 @@ def ssd_chunked(x, dt, A, B, C, D, chunk_size: int = 256, initial_state=None):
     return y, state
 
 
+def ssd_step(x, dt, A, B, C, D, state):
+    """One token of the SSD recurrence, updating `state` in place:
+        state = exp(dt A) state + dt x (outer) B,   y = state C + D x.
+    x [Bt, H, P]; dt [Bt, H]; A, D [H]; B, C [Bt, G, N]; state [Bt, H, P, N] float32 C-contiguous.
+    Returns y [Bt, H, P] float32."""
+    x, dt = _f32(x, "x", 3), _f32(dt, "dt", 2)
+    Bm, Cm = _f32(B, "B", 3), _f32(C, "C", 3)
+    batch, H, P = x.shape
+    G, N = Bm.shape[1], Bm.shape[2]
+    if dt.shape != (batch, H) or Bm.shape != (batch, G, N) or Cm.shape != Bm.shape:
+        raise ValueError(f"dt must have shape {(batch, H)} and B, C [{batch}, G, N]")
+    if not (isinstance(state, np.ndarray) and state.dtype == np.float32
+            and state.shape == (batch, H, P, N) and state.flags.c_contiguous):
+        raise ValueError(f"state must be a C-contiguous float32 array of shape {(batch, H, P, N)}")
+    A, D = _f32(A, "A", 1), _f32(D, "D", 1)
+    xbc = np.concatenate([x.reshape(batch, H * P), Bm.reshape(batch, G * N),
+                          Cm.reshape(batch, G * N)], axis=-1)
+    y = np.empty((batch, H, P), np.float32)
+    _C.ssd_step(y, state, True, xbc, dt, A, D, batch, H, P, N, G)
+    return y
+
+
 def cross_entropy(logits, labels) -> float:
     """Mean next-token cross-entropy: logits [B, T, V] at position t predict labels[:, t+1];
     -100 labels are ignored. NaN when nothing counts."""

@@ -118,6 +118,25 @@ def test_ssd_chunked(rng, case, with_state):
     assert rel_err(final, final_ref) < 2e-6
 
 
+@pytest.mark.parametrize("G", [1, 2, 4])
+def test_ssd_step_matches_the_recurrence(rng, G):
+    b, H, P, N = 3, 4, 5, 6
+    state = rng.normal(size=(b, H, P, N)).astype(np.float32)
+    x = rng.normal(size=(b, H, P)).astype(np.float32)
+    dt = ref.softplus(rng.normal(size=(b, H))).astype(np.float32)
+    A = -np.exp(rng.normal(size=H)).astype(np.float32)
+    Bm = rng.normal(size=(b, G, N)).astype(np.float32)
+    Cm = rng.normal(size=(b, G, N)).astype(np.float32)
+    D = rng.normal(size=H).astype(np.float32)
+    y_ref, s_ref = ref.ssd_scan(x[:, None].astype(np.float64), dt[:, None].astype(np.float64),
+                                A.astype(np.float64), Bm[:, None].astype(np.float64),
+                                Cm[:, None].astype(np.float64), D.astype(np.float64),
+                                init=state.astype(np.float64))
+    y = ops.ssd_step(x, dt, A, Bm, Cm, D, state)
+    assert rel_err(y, y_ref[:, 0]) < 1e-6
+    assert rel_err(state, s_ref) < 1e-6
+
+
 def test_ssd_strong_decay_long_chunk(rng):
     """Large cumulative decays: differences of long cumsums must stay accurate."""
     b, T, H, P, N = 1, 256, 4, 4, 4

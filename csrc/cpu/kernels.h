@@ -65,6 +65,12 @@ m2c_status m2c_ssd_chunked(float *y, float *state, int has_state, const float *x
 size_t m2c_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
                            int64_t Q);
 
+/* The same recurrence for one token per batch row (decode), without chunking or scratch:
+ * x [B, H*P] and Bm, Cm [B, G*N] with row stride ldx; dt [B, H]; y [B, H*P]; state as above. */
+void m2c_ssd_step(float *y, float *state, int has_state, const float *x, const float *Bm,
+                  const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
+                  int64_t B, int64_t H, int64_t P, int64_t N, int64_t G);
+
 /* Mean next-token cross-entropy: position t of row b predicts labels[b, t+1]; labels equal to
  * -100 are skipped. logits [B, T, V]. Returns NaN when no label counts (as torch does). */
 double m2c_cross_entropy(const float *logits, const int64_t *labels, int64_t B, int64_t T,

@@ -201,10 +201,15 @@ static m2c_status run_block(const m2c_config *c, const m2c_layer_weights *lw, m2
         ws->A[h] = -expf(m2c_load(lw->A_log, h));
         ws->D[h] = m2c_load(lw->D, h);
     }
-    st = m2c_ssd_chunked(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN, C,
-                         ws->dt, ws->A, ws->D, B, Tp, H, c->head_dim, c->state_size, c->n_groups,
-                         c->chunk_size, ws->ssd);
-    if (st != M2C_OK) return st;
+    if (Tp == 1) { /* decode: a single pass over the state, nothing chunked */
+        m2c_ssd_step(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN, C,
+                     ws->dt, ws->A, ws->D, B, H, c->head_dim, c->state_size, c->n_groups);
+    } else {
+        st = m2c_ssd_chunked(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN,
+                             C, ws->dt, ws->A, ws->D, B, Tp, H, c->head_dim, c->state_size,
+                             c->n_groups, c->chunk_size, ws->ssd);
+        if (st != M2C_OK) return st;
+    }
     m2c_rmsnorm_gated(ws->y, ws->y, ws->zxbcdt, proj, lw->gated_norm, R, I, I / c->norm_groups,
                       c->eps);
     return m2c_linear(ws->hidden, D, ws->y, I, lw->out_proj, lw->out_proj_bias, R, I, D, 1);

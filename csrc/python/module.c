@@ -168,6 +168,36 @@ static PyObject *op_ssd_chunked(PyObject *mod, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *op_ssd_step(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *y, *state, *xbc, *dt, *A, *D;
+    long long B, H, P, N, G;
+    int has_state;
+    Py_buffer v[6] = {0};
+    if (!PyArg_ParseTuple(args, "OOpOOOOLLLLL", &y, &state, &has_state, &xbc, &dt, &A, &D, &B,
+                          &H, &P, &N, &G))
+        return NULL;
+    if (G <= 0 || H % G) {
+        PyErr_SetString(PyExc_ValueError, "heads must split evenly into groups");
+        return NULL;
+    }
+    long long ld = H * P + 2 * G * N;
+    if (m2c_get_array(y, &v[0], "y", ARRAY_F32, B * H * P, 1) < 0 ||
+        m2c_get_array(state, &v[1], "state", ARRAY_F32, B * H * P * N, 1) < 0 ||
+        m2c_get_array(xbc, &v[2], "xbc", ARRAY_F32, B * ld, 0) < 0 ||
+        m2c_get_array(dt, &v[3], "dt", ARRAY_F32, B * H, 0) < 0 ||
+        m2c_get_array(A, &v[4], "A", ARRAY_F32, H, 0) < 0 ||
+        m2c_get_array(D, &v[5], "D", ARRAY_F32, H, 0) < 0) {
+        release_all(v, 6);
+        return NULL;
+    }
+    const float *x = v[2].buf;
+    RUN_WITHOUT_GIL(m2c_ssd_step(v[0].buf, v[1].buf, has_state, x, x + H * P, x + H * P + G * N,
+                                 ld, v[3].buf, v[4].buf, v[5].buf, B, H, P, N, G));
+    release_all(v, 6);
+    Py_RETURN_NONE;
+}
+
 static PyObject *op_cross_entropy(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *logits, *labels;
@@ -248,6 +278,8 @@ static PyMethodDef module_methods[] = {
     {"dt_softplus", op_dt_softplus, METH_VARARGS, "dt_softplus(out, dt, dt_bias, R, H, lo, hi)"},
     {"ssd_chunked", op_ssd_chunked, METH_VARARGS,
      "ssd_chunked(y, state, has_state, xbc, dt, A, D, B, T, H, P, N, G, Q)"},
+    {"ssd_step", op_ssd_step, METH_VARARGS,
+     "ssd_step(y, state, has_state, xbc, dt, A, D, B, H, P, N, G)"},
     {"cross_entropy", op_cross_entropy, METH_VARARGS, "cross_entropy(logits, labels, B, T, V)"},
     {"embedding", op_embedding, METH_VARARGS, "embedding(out, ids, table, R, V, D)"},
     {"set_num_threads", set_num_threads, METH_O, "set_num_threads(n): 0 means every core"},

@@ -1,0 +1,30 @@
+/* One-token SSD update (decode): every state element is read, decayed, updated and contracted
+ * with C in a single pass, so a step costs one read and one write of the state. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+void m2c_ssd_step(float *y, float *state, int has_state, const float *x, const float *Bm,
+                  const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
+                  int64_t B, int64_t H, int64_t P, int64_t N, int64_t G) {
+    const int64_t heads_per_group = H / G;
+#pragma omp parallel for collapse(2) schedule(static) if (B * H * P * N > 32768)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *xb = x + b * ldx + h * P;
+            const float *Bb = Bm + b * ldx + (h / heads_per_group) * N;
+            const float *Cb = Cm + b * ldx + (h / heads_per_group) * N;
+            float *s = state + (b * H + h) * P * N;
+            const float step = dt[b * H + h], decay = expf(step * A[h]);
+            if (!has_state) memset(s, 0, sizeof(float) * P * N);
+            for (int64_t p = 0; p < P; p++) {
+                float *sp = s + p * N, input = step * xb[p], acc = 0.0f;
+                for (int64_t n = 0; n < N; n++) {
+                    sp[n] = sp[n] * decay + input * Bb[n];
+                    acc += sp[n] * Cb[n];
+                }
+                y[b * H * P + h * P + p] = acc + D[h] * xb[p];
+            }
+        }
+}
