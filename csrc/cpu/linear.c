@@ -33,10 +33,12 @@ int m2c_gemm_has_blas(void) { return blas_enabled; }
 
 enum { GEMV_MAX_ROWS = 8, GEMV_BLOCK = 16, WIDEN_ROWS = 256, BUILTIN_COLS = 64 };
 
-/* ---- GEMV: R <= GEMV_MAX_ROWS rows against every weight row ---- */
+/* ---- GEMV: R <= GEMV_MAX_ROWS rows against every weight row ----
+ * Memory-bound: each weight is loaded once and used for every row. With one row, four weight
+ * rows are streamed at once so that four independent FMA chains hide the FMA latency. */
 
-static void gemv_rows_generic(float *dots, const float *x, int64_t ldx, int64_t R, m2c_tensor W,
-                              int64_t o, int64_t K) {
+static void gemv_generic(float *dots, const float *x, int64_t ldx, int64_t R, m2c_tensor W,
+                         int64_t o, int64_t K) {
     for (int64_t r = 0; r < R; r++) dots[r] = 0;
     for (int64_t k = 0; k < K; k++) {
         float w = m2c_load(W, (size_t)o * K + k);
@@ -45,53 +47,109 @@ static void gemv_rows_generic(float *dots, const float *x, int64_t ldx, int64_t 
 }
 
 #ifdef M2C_X86
-__attribute__((target("avx2,fma,f16c"))) static inline __m256 load8(m2c_tensor W, size_t i) {
-    if (W.dtype == M2C_F32) return _mm256_loadu_ps((const float *)W.data + i);
-    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)W.data + i));
-    if (W.dtype == M2C_F16) return _mm256_cvtph_ps(h);
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE_AVX2 __attribute__((always_inline, target("avx2,fma,f16c"))) static inline
+
+INLINE_AVX2 __m256 load8(const void *w, m2c_dtype dtype, size_t i) {
+    if (dtype == M2C_F32) return _mm256_loadu_ps((const float *)w + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (dtype == M2C_F16) return _mm256_cvtph_ps(h);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void gemv_rows_avx2(float *dots, const float *x,
-                                                                   int64_t ldx, int64_t R,
-                                                                   m2c_tensor W, int64_t o,
-                                                                   int64_t K) {
-    __m256 acc[GEMV_MAX_ROWS];
-    for (int64_t r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
-    size_t base = (size_t)o * K;
+INLINE_AVX2 float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_hadd_ps(s, s);
+    return _mm_cvtss_f32(_mm_hadd_ps(s, s));
+}
+
+/* dots[t * R + r] = W[o + t] . x[r] for OT weight rows and R input rows; R, OT and dtype are
+ * compile-time constants at every call site, so the accumulators live in registers. */
+INLINE_AVX2 void gemv_tile(float *dots, const float *x, int64_t ldx, const int R, const int OT,
+                           m2c_tensor W, const m2c_dtype dtype, int64_t o, int64_t K) {
+    __m256 acc[4][GEMV_MAX_ROWS];
+    for (int t = 0; t < OT; t++)
+        for (int r = 0; r < R; r++) acc[t][r] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 <= K; k += 8) {
-        __m256 w = load8(W, base + k);
-        for (int64_t r = 0; r < R; r++)
-            acc[r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * ldx + k), acc[r]);
+        __m256 xv[GEMV_MAX_ROWS];
+        for (int r = 0; r < R; r++) xv[r] = _mm256_loadu_ps(x + r * ldx + k);
+        for (int t = 0; t < OT; t++) {
+            __m256 w = load8(W.data, dtype, (size_t)(o + t) * K + k);
+            for (int r = 0; r < R; r++) acc[t][r] = _mm256_fmadd_ps(w, xv[r], acc[t][r]);
+        }
     }
-    for (int64_t r = 0; r < R; r++) {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-        s = _mm_hadd_ps(s, s);
-        s = _mm_hadd_ps(s, s);
-        float d = _mm_cvtss_f32(s);
-        for (int64_t kk = k; kk < K; kk++) d += m2c_load(W, base + kk) * x[r * ldx + kk];
-        dots[r] = d;
+    for (int t = 0; t < OT; t++)
+        for (int r = 0; r < R; r++) {
+            float d = hsum(acc[t][r]);
+            for (int64_t kk = k; kk < K; kk++)
+                d += m2c_load(W, (size_t)(o + t) * K + kk) * x[r * ldx + kk];
+            dots[t * R + r] = d;
+        }
+}
+
+#define GEMV_CASE(R_, OT_)                                                       \
+    case R_:                                                                     \
+        if (OT >= OT_) {                                                         \
+            gemv_tile(dots, x, ldx, R_, OT_, W, dtype, o, K);                    \
+            return OT_;                                                          \
+        }                                                                        \
+        gemv_tile(dots, x, ldx, R_, 1, W, dtype, o, K);                          \
+        return 1;
+
+/* Computes as many of the OT rows from o as one tile does; returns how many. */
+INLINE_AVX2 int gemv_dtype(float *dots, const float *x, int64_t ldx, int64_t R, m2c_tensor W,
+                           const m2c_dtype dtype, int64_t o, int64_t OT, int64_t K) {
+    switch (R) {
+        GEMV_CASE(1, 4)
+        GEMV_CASE(2, 2)
+        GEMV_CASE(3, 1)
+        GEMV_CASE(4, 1)
+        GEMV_CASE(5, 1)
+        GEMV_CASE(6, 1)
+        GEMV_CASE(7, 1)
+        default: gemv_tile(dots, x, ldx, GEMV_MAX_ROWS, 1, W, dtype, o, K); return 1;
+    }
+}
+
+AVX2 static int gemv_avx2(float *dots, const float *x, int64_t ldx, int64_t R, m2c_tensor W,
+                          int64_t o, int64_t OT, int64_t K) {
+    switch (W.dtype) {
+    case M2C_BF16: return gemv_dtype(dots, x, ldx, R, W, M2C_BF16, o, OT, K);
+    case M2C_F16: return gemv_dtype(dots, x, ldx, R, W, M2C_F16, o, OT, K);
+    default: return gemv_dtype(dots, x, ldx, R, W, M2C_F32, o, OT, K);
     }
 }
 #endif
 
 static void linear_gemv(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
                         int64_t R, int64_t K, int64_t O, int accumulate) {
-    void (*rows)(float *, const float *, int64_t, int64_t, m2c_tensor, int64_t, int64_t) =
-        gemv_rows_generic;
 #ifdef M2C_X86
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        rows = gemv_rows_avx2;
+    const int vector = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                       __builtin_cpu_supports("f16c");
+#else
+    const int vector = 0;
 #endif
-#pragma omp parallel for schedule(static, GEMV_BLOCK) if (O * K > 32768)
-    for (int64_t o = 0; o < O; o++) {
-        float dots[GEMV_MAX_ROWS];
-        rows(dots, x, ldx, R, W, o, K);
-        for (int64_t r = 0; r < R; r++)
-            out[r * ldo + o] = accumulate ? out[r * ldo + o] + dots[r] : dots[r];
+#pragma omp parallel for schedule(static) if (O * K > 32768)
+    for (int64_t o0 = 0; o0 < O; o0 += GEMV_BLOCK) {
+        int64_t end = o0 + GEMV_BLOCK < O ? o0 + GEMV_BLOCK : O;
+        for (int64_t o = o0; o < end;) {
+            float dots[4 * GEMV_MAX_ROWS];
+            int done = 1;
+#ifdef M2C_X86
+            if (vector)
+                done = gemv_avx2(dots, x, ldx, R, W, o, end - o, K);
+            else
+#endif
+                gemv_generic(dots, x, ldx, R, W, o, K);
+            for (int t = 0; t < done; t++)
+                for (int64_t r = 0; r < R; r++)
+                    out[r * ldo + o + t] = accumulate ? out[r * ldo + o + t] + dots[t * R + r]
+                                                      : dots[t * R + r];
+            o += done;
+        }
     }
+    (void)vector;
 }
 
 /* ---- GEMM ---- */
