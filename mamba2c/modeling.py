@@ -307,13 +307,19 @@ class Mamba2PreTrainedModel:
                                  f"{c.vocab_size}) and not the ignore index -100")
             if positions is None or positions.size != T:
                 raise ValueError("labels need the logits of every position: use logits_to_keep=0")
-        loss = self._get_engine().forward(
-            B, T, input_ids=ids, inputs_embeds=embeds, attention_mask=mask, labels=lab,
-            conv_states=None if cache is None else cache.conv_states,
-            ssm_states=None if cache is None else cache.ssm_states,
-            has_state=cache is not None and cache.has_previous_state,
-            last_hidden=last, hidden_states=hidden, logits=logits, logit_positions=positions,
-            want_loss=lab is not None, prefill_tokens=int(self.prefill_chunk))
+        try:
+            loss = self._get_engine().forward(
+                B, T, input_ids=ids, inputs_embeds=embeds, attention_mask=mask, labels=lab,
+                conv_states=None if cache is None else cache.conv_states,
+                ssm_states=None if cache is None else cache.ssm_states,
+                has_state=cache is not None and cache.has_previous_state,
+                last_hidden=last, hidden_states=hidden, logits=logits, logit_positions=positions,
+                want_loss=lab is not None, prefill_tokens=int(self.prefill_chunk))
+        except KeyboardInterrupt:
+            # Stopped between layers: the cache holds some layers' update and not others'.
+            if cache is not None:
+                cache.reset()
+            raise
         if cache is not None:
             cache.has_previous_state = True
             cache.seqlen_offset += T

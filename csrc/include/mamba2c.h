@@ -23,6 +23,7 @@ typedef enum {
     M2C_ERR_TYPE,        /* a bad dtype */
     M2C_ERR_MEMORY,      /* an allocation failed or would be too large */
     M2C_ERR_RUNTIME,     /* anything else that went wrong while computing */
+    M2C_ERR_INTERRUPTED, /* the caller's stop flag was raised */
 } m2c_status;
 
 /* Storage type of a weight tensor. Compute is always float32. */
@@ -93,6 +94,10 @@ typedef struct {
     const int64_t *logit_positions; /* [n_logits] token positions, increasing, in [0, T) */
     int64_t n_logits;
     float *loss;                    /* scalar: mean shifted cross-entropy over labels != -100 */
+
+    /* polled between kernels: when it becomes non-zero the call stops with M2C_ERR_INTERRUPTED
+     * (the cache then holds a partial update and should be reset) */
+    const volatile int *stop;
 } m2c_forward_args;
 
 typedef struct m2c_engine m2c_engine;

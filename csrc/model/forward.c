@@ -185,15 +185,20 @@ static void copy_rows(float *dst, int64_t dst_T, int64_t dst_t0, const float *sr
                sizeof(float) * n * D);
 }
 
+static m2c_status interrupted(const m2c_forward_args *a) {
+    return a->stop && *a->stop ? m2c_fail(M2C_ERR_INTERRUPTED, "interrupted") : M2C_OK;
+}
+
 static m2c_status run_block(const m2c_config *c, const m2c_layer_weights *lw, m2c_workspace *ws,
                             float *conv_state, float *ssm_state, int has_state,
-                            const float *mask, int64_t B, int64_t Tp) {
+                            const float *mask, int64_t B, int64_t Tp,
+                            const m2c_forward_args *a) {
     const int64_t R = B * Tp, D = c->hidden_size, H = c->num_heads, I = H * c->head_dim;
     const int64_t GN = c->n_groups * c->state_size, C = I + 2 * GN, proj = I + C + H;
     m2c_status st;
     m2c_rmsnorm(ws->normed, ws->hidden, lw->norm, mask, R, D, c->eps);
     st = m2c_linear(ws->zxbcdt, proj, ws->normed, D, lw->in_proj, lw->in_proj_bias, R, D, proj, 0);
-    if (st != M2C_OK) return st;
+    if (st != M2C_OK || (st = interrupted(a)) != M2C_OK) return st;
     m2c_conv1d(ws->xbc, conv_state, has_state, ws->zxbcdt + I, proj, lw->conv1d, lw->conv1d_bias,
                mask, B, Tp, C, c->conv_kernel, 1);
     m2c_dt_softplus(ws->dt, ws->zxbcdt + I + C, proj, lw->dt_bias, R, H, c->dt_min, c->dt_max);
@@ -210,6 +215,7 @@ static m2c_status run_block(const m2c_config *c, const m2c_layer_weights *lw, m2
                              c->n_groups, c->chunk_size, ws->ssd);
         if (st != M2C_OK) return st;
     }
+    if ((st = interrupted(a)) != M2C_OK) return st;
     m2c_rmsnorm_gated(ws->y, ws->y, ws->zxbcdt, proj, lw->gated_norm, R, I, I / c->norm_groups,
                       c->eps);
     return m2c_linear(ws->hidden, D, ws->y, I, lw->out_proj, lw->out_proj_bias, R, I, D, 1);
@@ -256,8 +262,8 @@ static m2c_status run_piece(const m2c_engine *e, const m2c_forward_args *a, m2c_
     for (int64_t l = 0; l < L; l++) {
         m2c_status st = run_block(c, &e->weights.layers[l], ws,
                                   s->conv ? s->conv + l * s->conv_stride : NULL,
-                                  s->ssm + l * s->ssm_stride, s->has_state, mask, B, Tp);
-        if (st != M2C_OK) return st;
+                                  s->ssm + l * s->ssm_stride, s->has_state, mask, B, Tp, a);
+        if (st != M2C_OK || (st = interrupted(a)) != M2C_OK) return st;
         if (a->hidden_states)
             copy_rows(a->hidden_states + (size_t)l * B * T * D, T, t0, ws->hidden, Tp, 0, B, Tp, D);
     }

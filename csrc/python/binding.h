@@ -30,4 +30,13 @@ PyObject *m2c_raise(m2c_status status);
 
 extern PyTypeObject m2c_EngineType;
 
+/* Ctrl-C handling around a long call (see interrupt.c). */
+typedef struct {
+    int installed;
+    PyOS_sighandler_t previous;
+} m2c_sigint_guard;
+void m2c_sigint_begin(m2c_sigint_guard *guard);
+void m2c_sigint_end(m2c_sigint_guard *guard);
+const volatile int *m2c_sigint_flag(void);
+
 #endif

@@ -178,11 +178,16 @@ static PyObject *Engine_forward(EngineObject *self, PyObject *args, PyObject *kw
         .logit_positions = v[9].buf,
         .n_logits = n_logits,
         .loss = want_loss ? &loss : NULL,
+        .stop = m2c_sigint_flag(),
     };
     m2c_status st;
+    m2c_sigint_guard guard;
+    m2c_sigint_begin(&guard);
+    if (!guard.installed) fa.stop = NULL; /* another thread's call owns the flag */
     Py_BEGIN_ALLOW_THREADS
     st = m2c_engine_forward(self->engine, &fa, prefill);
     Py_END_ALLOW_THREADS
+    m2c_sigint_end(&guard);
     if (st != M2C_OK)
         m2c_raise(st);
     else if (want_loss)
