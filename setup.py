@@ -13,23 +13,29 @@ import subprocess
 from setuptools import Extension, setup
 
 
-def pkg_config(package):
+def pkg_config(package, search_path=None):
     """(cflags, libs) of a pkg-config package, or None when it is not installed."""
     if not shutil.which("pkg-config"):
         return None
+    env = dict(os.environ)
+    if search_path:
+        env["PKG_CONFIG_PATH"] = os.pathsep.join([search_path, env.get("PKG_CONFIG_PATH", "")])
     try:
-        cflags = subprocess.check_output(["pkg-config", "--cflags", package], text=True).split()
-        libs = subprocess.check_output(["pkg-config", "--libs", package], text=True).split()
+        run = lambda flag: subprocess.check_output(["pkg-config", flag, package], text=True,
+                                                   env=env, stderr=subprocess.DEVNULL).split()
+        return run("--cflags"), run("--libs")
     except subprocess.CalledProcessError:
         return None
-    return cflags, libs
 
 
 def blas_flags():
     mode = os.environ.get("MAMBA2C_BLAS", "auto")
     if mode == "0":
         return [], [], []
-    found = pkg_config("openblas")
+    # Prefer OpenBLAS built on OpenMP (Debian's libopenblas-openmp-dev): it shares our OpenMP
+    # thread pool, where the pthread build's own threads would contend with ours for the cores.
+    openmp_dirs = glob.glob("/usr/lib/*/openblas-openmp/pkgconfig")
+    found = (pkg_config("openblas", openmp_dirs[0]) if openmp_dirs else None) or pkg_config("openblas")
     if found is None:
         if mode == "1":
             raise RuntimeError("MAMBA2C_BLAS=1 but pkg-config cannot find openblas "

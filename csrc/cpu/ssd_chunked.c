@@ -5,7 +5,8 @@
  *   S'     = exp(cs_last) S + (X o exp(cs_last - cs) dt)^T B
  * C B^T is shared by the H/G heads of a group, so it is computed once per (row, chunk, group)
  * before the per-head pass. Cumulative sums are kept in double: their differences are
- * exponentiated, and float32 cumsums of long chunks lose the small differences that matter. */
+ * exponentiated, and float32 cumsums of long chunks lose the small differences that matter;
+ * each difference is then exponentiated in float32. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,21 +67,21 @@ m2c_status m2c_ssd_chunked(float *y, float *state, int has_state, const float *x
                     for (int64_t l = 0; l < q; l++) cs[l] = sum += (double)dtc[l * H] * A[h];
                     for (int64_t l = 0; l < q; l++) {
                         for (int64_t s = 0; s <= l; s++)
-                            M[l * Qc + s] = CBc[l * Qc + s] * (float)exp(cs[l] - cs[s]) * dtc[s * H];
+                            M[l * Qc + s] = CBc[l * Qc + s] * expf((float)(cs[l] - cs[s])) * dtc[s * H];
                         for (int64_t s = l + 1; s < q; s++) M[l * Qc + s] = 0.0f;
                     }
                     m2c_sgemm_serial(q, P, q, M, Qc, xc, ldx, 0, 0.0f, yc, HP);
                     m2c_sgemm_serial(q, P, N, Cc, ldx, S, N, 1, 0.0f, off, P);
                     for (int64_t l = 0; l < q; l++) {
-                        float decay = (float)exp(cs[l]);
+                        float decay = expf((float)cs[l]);
                         for (int64_t p = 0; p < P; p++)
                             yc[l * HP + p] += decay * off[l * P + p] + D[h] * xc[l * ldx + p];
                     }
                     for (int64_t s = 0; s < q; s++) {
-                        float w = (float)exp(cs[q - 1] - cs[s]) * dtc[s * H];
+                        float w = expf((float)(cs[q - 1] - cs[s])) * dtc[s * H];
                         for (int64_t p = 0; p < P; p++) xs_t[p * Qc + s] = xc[s * ldx + p] * w;
                     }
-                    m2c_sgemm_serial(P, N, q, xs_t, Qc, Bc, ldx, 0, (float)exp(cs[q - 1]), S, N);
+                    m2c_sgemm_serial(P, N, q, xs_t, Qc, Bc, ldx, 0, expf((float)cs[q - 1]), S, N);
                 }
             }
         free(M);

@@ -23,6 +23,12 @@ static void *take(bump *a, size_t count, size_t elem_size) {
     return p;
 }
 
+enum { SSD_MAX_CHUNK = 64 };
+
+int64_t m2c_ssd_chunk_size(const m2c_config *c) {
+    return c->chunk_size < SSD_MAX_CHUNK ? c->chunk_size : SSD_MAX_CHUNK;
+}
+
 static size_t layout(m2c_workspace *ws, void *base, const m2c_config *c, int64_t B, int64_t Tp) {
     bump a = {base, 0, 0};
     size_t R, f = sizeof(float);
@@ -44,7 +50,7 @@ static size_t layout(m2c_workspace *ws, void *base, const m2c_config *c, int64_t
     ws->A = take(&a, H, f);
     ws->D = take(&a, H, f);
     ws->ssd = take(&a, m2c_ssd_work_floats(B, Tp, c->num_heads, c->head_dim, c->state_size,
-                                           c->n_groups, c->chunk_size), f);
+                                           c->n_groups, m2c_ssd_chunk_size(c)), f);
     ws->ids = take(&a, R, sizeof(int64_t));
     return a.overflow ? 0 : a.used;
 }

@@ -23,6 +23,11 @@ typedef struct {
     size_t bytes;
 } m2c_arena;
 
+/* The SSD chunk the CPU uses: the config's, capped. Any chunk gives the same result up to
+ * rounding; past 64 tokens the quadratic in-chunk work outgrows what the cap saves in
+ * state passes on a CPU. */
+int64_t m2c_ssd_chunk_size(const m2c_config *c);
+
 /* Bytes for a piece of B x Tp tokens, or 0 when the size overflows. */
 size_t m2c_workspace_size(const m2c_config *c, int64_t B, int64_t Tp);
 
