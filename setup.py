@@ -51,7 +51,10 @@ def blas_flags():
 def extension():
     blas_cflags, blas_libs, macros = blas_flags()
     debug = os.environ.get("MAMBA2C_DEBUG") == "1"
+    # No code reads errno or the floating-point exception flags; without them element-wise loops
+    # with exp and float-to-int conversions vectorise. Results are unchanged (no reassociation).
     cflags = ["-std=c11", "-fopenmp", "-Wall", "-Wextra", "-fvisibility=hidden",
+              "-fno-math-errno", "-fno-trapping-math",
               "-O0" if debug else "-O3", "-g" if debug else "-g0"]
     if os.environ.get("MAMBA2C_WERROR") == "1":
         cflags.append("-Werror")

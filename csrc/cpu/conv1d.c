@@ -1,13 +1,50 @@
 /* Causal depthwise conv1d over time, fused with the activation, the padding mask and the
  * conv-state update. Time is the outer loop and channels the inner one, so every input row is
  * read with unit stride and the tap loop vectorises across channels. */
-#include <math.h>
-
 #include "dtype.h"
 #include "kernels.h"
+#include "simd.h"
 
 /* Channels handled per task: enough to vectorise, few enough to spread over the cores. */
 enum { CONV_BLOCK = 256, CONV_MAX_K = 16 };
+
+/* One batch row, channels [c0, c0 + n). */
+static M2C_VECTORIZE void conv_block(float *out, float *state, int has_state, const float *in,
+                                     int64_t ldin, m2c_tensor w, m2c_tensor bias,
+                                     const float *mask, int64_t T, int64_t C, int64_t K,
+                                     int silu, int64_t c0, int64_t n) {
+    float taps[CONV_MAX_K][CONV_BLOCK], bias_row[CONV_BLOCK];
+    for (int64_t c = 0; c < n; c++) {
+        for (int64_t k = 0; k < K; k++) taps[k][c] = m2c_load(w, (size_t)(c0 + c) * K + k);
+        bias_row[c] = bias.data ? m2c_load(bias, c0 + c) : 0.0f;
+    }
+    for (int64_t t = 0; t < T; t++) {
+        float acc[CONV_BLOCK];
+        for (int64_t c = 0; c < n; c++) acc[c] = bias_row[c];
+        for (int64_t k = 0; k < K; k++) {
+            int64_t src = t - (K - 1) + k; /* time of the input under tap k */
+            if (src >= 0) {
+                const float *row = in + src * ldin;
+                for (int64_t c = 0; c < n; c++) acc[c] += taps[k][c] * row[c];
+            } else if (has_state) { /* state[c, K + src] holds the input at time src */
+                for (int64_t c = 0; c < n; c++) acc[c] += taps[k][c] * state[c * K + K + src];
+            }
+        }
+        float m = mask ? mask[t] : 1.0f;
+        if (silu) {
+#pragma omp simd
+            for (int64_t c = 0; c < n; c++) out[t * C + c] = m2c_silu(acc[c]) * m;
+        } else
+            for (int64_t c = 0; c < n; c++) out[t * C + c] = acc[c] * m;
+    }
+    if (state) /* keep the last K inputs; ascending k only reads entries not yet written */
+        for (int64_t c = 0; c < n; c++)
+            for (int64_t k = 0; k < K; k++) {
+                int64_t src = T - K + k;
+                state[c * K + k] = src >= 0 ? in[src * ldin + c]
+                                   : has_state ? state[c * K + K + src] : 0.0f;
+            }
+}
 
 void m2c_conv1d(float *out, float *state, int has_state, const float *in, int64_t ldin,
                 m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T, int64_t C,
@@ -17,38 +54,8 @@ void m2c_conv1d(float *out, float *state, int has_state, const float *in, int64_
     for (int64_t b = 0; b < B; b++)
         for (int64_t blk = 0; blk < blocks; blk++) {
             int64_t c0 = blk * CONV_BLOCK, n = (c0 + CONV_BLOCK < C ? c0 + CONV_BLOCK : C) - c0;
-            const float *inb = in + b * T * ldin + c0;
-            float *outb = out + b * T * C + c0;
-            float *stb = state ? state + (b * C + c0) * K : NULL;
-            float taps[CONV_MAX_K][CONV_BLOCK], bias_row[CONV_BLOCK];
-            for (int64_t c = 0; c < n; c++) {
-                for (int64_t k = 0; k < K; k++) taps[k][c] = m2c_load(w, (size_t)(c0 + c) * K + k);
-                bias_row[c] = bias.data ? m2c_load(bias, c0 + c) : 0.0f;
-            }
-            for (int64_t t = 0; t < T; t++) {
-                float acc[CONV_BLOCK];
-                for (int64_t c = 0; c < n; c++) acc[c] = bias_row[c];
-                for (int64_t k = 0; k < K; k++) {
-                    int64_t src = t - (K - 1) + k; /* time of the input under tap k */
-                    if (src >= 0) {
-                        const float *row = inb + src * ldin;
-                        for (int64_t c = 0; c < n; c++) acc[c] += taps[k][c] * row[c];
-                    } else if (has_state) { /* state[c, K + src] holds the input at time src */
-                        for (int64_t c = 0; c < n; c++) acc[c] += taps[k][c] * stb[c * K + K + src];
-                    }
-                }
-                float m = mask ? mask[b * T + t] : 1.0f;
-                for (int64_t c = 0; c < n; c++) {
-                    float v = silu ? acc[c] / (1.0f + expf(-acc[c])) : acc[c];
-                    outb[t * C + c] = v * m;
-                }
-            }
-            if (stb) /* keep the last K inputs; ascending k only reads entries not yet written */
-                for (int64_t c = 0; c < n; c++)
-                    for (int64_t k = 0; k < K; k++) {
-                        int64_t src = T - K + k;
-                        stb[c * K + k] = src >= 0 ? inb[src * ldin + c]
-                                         : has_state ? stb[c * K + K + src] : 0.0f;
-                    }
+            conv_block(out + b * T * C + c0, state ? state + (b * C + c0) * K : NULL, has_state,
+                       in + b * T * ldin + c0, ldin, w, bias, mask ? mask + b * T : NULL, T, C,
+                       K, silu, c0, n);
         }
 }
