@@ -7,18 +7,37 @@
  * before the per-head pass. Cumulative sums are kept in double: their differences are
  * exponentiated, and float32 cumsums of long chunks lose the small differences that matter;
  * each difference is then exponentiated in float32. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../model/status.h"
 #include "kernels.h"
+#include "simd.h"
 
 size_t m2c_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
                            int64_t Q) {
     (void)H, (void)P, (void)N;
     int64_t chunks = (T + Q - 1) / Q, q = T < Q ? T : Q;
     return (size_t)(B * chunks * G) * (size_t)(q * q);
+}
+
+/* The decays of one chunk, from cs = cumsum(dt A) and the chunk's dt:
+ *   M[l, s] = CB[l, s] exp(cs_l - cs_s) dt_s (s <= l; 0 above the diagonal),
+ *   into_state[s] = exp(cs_last - cs_s) dt_s,   from_state[l] = exp(cs_l). */
+static M2C_VECTORIZE void chunk_decays(float *M, float *into_state, float *from_state,
+                                       const float *CB, int64_t ld, const double *cs,
+                                       const float *dt, int64_t q) {
+    for (int64_t l = 0; l < q; l++) {
+#pragma omp simd
+        for (int64_t s = 0; s <= l; s++)
+            M[l * ld + s] = CB[l * ld + s] * m2c_expf((float)(cs[l] - cs[s])) * dt[s];
+        for (int64_t s = l + 1; s < q; s++) M[l * ld + s] = 0.0f;
+    }
+#pragma omp simd
+    for (int64_t s = 0; s < q; s++) {
+        into_state[s] = m2c_expf((float)(cs[q - 1] - cs[s])) * dt[s];
+        from_state[s] = m2c_expf((float)cs[s]);
+    }
 }
 
 m2c_status m2c_ssd_chunked(float *y, float *state, int has_state, const float *x, const float *Bm,
@@ -43,9 +62,10 @@ m2c_status m2c_ssd_chunked(float *y, float *state, int has_state, const float *x
 #pragma omp parallel reduction(| : failed)
     {
         /* per-thread scratch, one chunk's worth */
-        float *M = malloc(sizeof(float) * (Qc * Qc + 2 * P * Qc));
+        float *M = malloc(sizeof(float) * (Qc * Qc + 2 * P * Qc + 3 * Qc));
         double *cs = malloc(sizeof(double) * Qc);
         float *xs_t = M ? M + Qc * Qc : NULL, *off = M ? xs_t + P * Qc : NULL;
+        float *dts = M ? off + P * Qc : NULL, *into_state = dts + Qc, *from_state = into_state + Qc;
         failed = !M || !cs;
 #pragma omp for collapse(2) schedule(static)
         for (int64_t b = 0; b < B; b++)
@@ -64,24 +84,20 @@ m2c_status m2c_ssd_chunked(float *y, float *state, int has_state, const float *x
                     float *yc = y + (b * T + t0) * HP + h * P;
 
                     double sum = 0;
-                    for (int64_t l = 0; l < q; l++) cs[l] = sum += (double)dtc[l * H] * A[h];
                     for (int64_t l = 0; l < q; l++) {
-                        for (int64_t s = 0; s <= l; s++)
-                            M[l * Qc + s] = CBc[l * Qc + s] * expf((float)(cs[l] - cs[s])) * dtc[s * H];
-                        for (int64_t s = l + 1; s < q; s++) M[l * Qc + s] = 0.0f;
+                        dts[l] = dtc[l * H];
+                        cs[l] = sum += (double)dts[l] * A[h];
                     }
+                    chunk_decays(M, into_state, from_state, CBc, Qc, cs, dts, q);
                     m2c_sgemm_serial(q, P, q, M, Qc, xc, ldx, 0, 0.0f, yc, HP);
                     m2c_sgemm_serial(q, P, N, Cc, ldx, S, N, 1, 0.0f, off, P);
-                    for (int64_t l = 0; l < q; l++) {
-                        float decay = expf((float)cs[l]);
+                    for (int64_t l = 0; l < q; l++)
                         for (int64_t p = 0; p < P; p++)
-                            yc[l * HP + p] += decay * off[l * P + p] + D[h] * xc[l * ldx + p];
-                    }
-                    for (int64_t s = 0; s < q; s++) {
-                        float w = expf((float)(cs[q - 1] - cs[s])) * dtc[s * H];
-                        for (int64_t p = 0; p < P; p++) xs_t[p * Qc + s] = xc[s * ldx + p] * w;
-                    }
-                    m2c_sgemm_serial(P, N, q, xs_t, Qc, Bc, ldx, 0, expf((float)cs[q - 1]), S, N);
+                            yc[l * HP + p] += from_state[l] * off[l * P + p] + D[h] * xc[l * ldx + p];
+                    for (int64_t s = 0; s < q; s++)
+                        for (int64_t p = 0; p < P; p++)
+                            xs_t[p * Qc + s] = xc[s * ldx + p] * into_state[s];
+                    m2c_sgemm_serial(P, N, q, xs_t, Qc, Bc, ldx, 0, from_state[q - 1], S, N);
                 }
             }
         free(M);
