@@ -1,0 +1,65 @@
+"""One model shared by several Python threads: same results as serial use, and the GIL is free
+while the engine computes."""
+import threading
+import time
+
+import numpy as np
+
+import mamba2c
+from conftest import tiny_config_kwargs
+
+
+def test_eight_threads_with_their_own_caches_match_serial_runs(rng):
+    config = mamba2c.Mamba2Config(**tiny_config_kwargs(num_hidden_layers=3, chunk_size=4))
+    model = mamba2c.Mamba2ForCausalLM(config, seed=11)
+    prompts = [rng.integers(0, config.vocab_size, size=(2, 9 + i)) for i in range(8)]
+
+    def run(ids):
+        out = model(input_ids=ids, use_cache=True)
+        cache = out.cache_params
+        steps = [out.logits]
+        for t in range(5):
+            nxt = steps[-1][:, -1].argmax(-1)[:, None]
+            steps.append(model(input_ids=nxt, cache_params=cache, use_cache=True).logits)
+        return np.concatenate(steps, axis=1)
+
+    serial = [run(ids) for ids in prompts]
+    results = [None] * len(prompts)
+
+    def worker(i):
+        for _ in range(3):
+            results[i] = run(prompts[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for want, got in zip(serial, results):
+        assert np.array_equal(want, got)
+
+
+def test_gil_is_released_during_a_long_forward():
+    config = mamba2c.Mamba2Config(vocab_size=300, hidden_size=128, num_hidden_layers=4,
+                                  num_heads=4, head_dim=64, state_size=32, n_groups=1)
+    model = mamba2c.Mamba2ForCausalLM(config, seed=0)
+    ids = np.random.default_rng(0).integers(0, 300, size=(2, 4096))
+    ticks = 0
+    done = threading.Event()
+
+    def count():
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    start = time.perf_counter()
+    model(input_ids=ids, use_cache=False, logits_to_keep=1)
+    elapsed = time.perf_counter() - start
+    done.set()
+    counter.join()
+    # A held GIL would let the counter run only at the call's boundaries.
+    assert elapsed > 0.05
+    assert ticks >= 10, (ticks, elapsed)
