@@ -17,7 +17,9 @@
  * NaN out; underflows to the smallest normal rather than to zero. */
 static inline float m2c_expf(float x) {
     const float round = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float clamped = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    /* NaN takes the low branch, so the integer conversion below stays defined; it is put back
+     * at the end */
+    float clamped = x >= -87.3f ? (x <= 88.7f ? x : 88.7f) : -87.3f;
     float n = (clamped * 1.44269504f + round) - round;
     float r = clamped - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -27,7 +29,7 @@ static inline float m2c_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return x != x ? x : y * scale;
