@@ -63,3 +63,24 @@ def test_gil_is_released_during_a_long_forward():
     # A held GIL would let the counter run only at the call's boundaries.
     assert elapsed > 0.05
     assert ticks >= 10, (ticks, elapsed)
+
+
+def _forward_in_child(model, ids, queue):
+    queue.put(model(input_ids=ids).logits)
+
+
+def test_fork_after_use_does_not_hang(rng):
+    import multiprocessing
+
+    config = mamba2c.Mamba2Config(**tiny_config_kwargs(hidden_size=64, head_dim=16))
+    model = mamba2c.Mamba2ForCausalLM(config, seed=12)
+    ids = rng.integers(0, config.vocab_size, size=(4, 300))
+    want = model(input_ids=ids).logits  # the thread pools now exist in the parent
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_forward_in_child, args=(model, ids, queue))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -79,4 +79,7 @@ double m2c_cross_entropy(const float *logits, const int64_t *labels, int64_t B, 
 /* Number of threads the kernels use. */
 int m2c_threads(void);
 
+/* Called once at load: makes forked children compute on one thread (see threads.c). */
+void m2c_threads_init(void);
+
 #endif

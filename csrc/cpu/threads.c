@@ -1,5 +1,7 @@
 /* The kernels' thread count: OpenMP for our loops, kept in step with OpenBLAS's own pool so the
  * two never oversubscribe the cores. */
+#include <pthread.h>
+
 #include "kernels.h"
 
 #ifdef _OPENMP
@@ -25,6 +27,13 @@ void m2c_set_num_threads(int n) {
 }
 
 int m2c_get_num_threads(void) { return m2c_threads(); }
+
+/* A forked child inherits the OpenMP runtime but not its worker threads: a parallel region
+ * there would wait forever for them. The child computes on one thread instead; processes that
+ * want every core start with the "spawn" or "forkserver" method. */
+static void single_thread_after_fork(void) { m2c_set_num_threads(1); }
+
+void m2c_threads_init(void) { pthread_atfork(NULL, NULL, single_thread_after_fork); }
 
 int m2c_threads(void) {
 #ifdef _OPENMP

@@ -295,6 +295,7 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__C(void) {
     if (PyType_Ready(&m2c_EngineType) < 0) return NULL;
+    m2c_threads_init();
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&m2c_EngineType) < 0 ||
