@@ -12,8 +12,10 @@ import numpy as np
 
 from . import _C
 from .cache import Mamba2Cache
+from .checkpoint import CheckpointMixin
 from .configuration import Mamba2Config
 from .dtypes import STORAGE, as_numpy, convert, dtype_name, from_float32, public_view
+from .generation import GenerationMixin
 from .outputs import Mamba2CausalLMOutput, Mamba2Output
 
 _LAYER_KEYS = (  # the engine's order of a layer's tensors
@@ -86,7 +88,7 @@ def _int_array(value: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
-class Mamba2PreTrainedModel:
+class Mamba2PreTrainedModel(CheckpointMixin):
     """Shared weight handling of Mamba2Model and Mamba2ForCausalLM."""
 
     config_class = Mamba2Config
@@ -371,7 +373,7 @@ class Mamba2Model(Mamba2PreTrainedModel):
         return Mamba2Output(last_hidden_state=last, cache_params=cache, hidden_states=hidden)
 
 
-class Mamba2ForCausalLM(Mamba2PreTrainedModel):
+class Mamba2ForCausalLM(GenerationMixin, Mamba2PreTrainedModel):
     """The Mamba-2 backbone with a language-model head (tied to the embeddings when
     config.tie_word_embeddings)."""
 

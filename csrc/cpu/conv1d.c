@@ -50,7 +50,7 @@ void m2c_conv1d(float *out, float *state, int has_state, const float *in, int64_
                 m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T, int64_t C,
                 int64_t K, int silu) {
     int64_t blocks = (C + CONV_BLOCK - 1) / CONV_BLOCK;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (B * T * C > 32768)
     for (int64_t b = 0; b < B; b++)
         for (int64_t blk = 0; blk < blocks; blk++) {
             int64_t c0 = blk * CONV_BLOCK, n = (c0 + CONV_BLOCK < C ? c0 + CONV_BLOCK : C) - c0;
