@@ -112,6 +112,80 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- generate
+
+def _parse_ids(text: str) -> list:
+    try:
+        return [int(tok) for tok in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError("this checkpoint has no tokenizer: give the prompt as token ids, "
+                         "e.g. --prompt '1 2 3'") from None
+
+
+@command("generate", "stream text from a checkpoint (default: a small demo model with random "
+                     "weights, built on first use)",
+         argument("--model", help="a local checkpoint directory (default: the demo model)"),
+         argument("--prompt", default="The state space model",
+                  help="the prompt text (token ids when the checkpoint has no tokenizer)"),
+         argument("--max-new-tokens", type=int, default=64),
+         argument("--temperature", type=float, default=None,
+                  help="sample with this temperature (default: greedy)"),
+         argument("--top-k", type=int, default=None),
+         argument("--top-p", type=float, default=None),
+         argument("--seed", type=int, default=None),
+         argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16"),
+         argument("--threads", type=int, default=0, help="CPU threads (0: all cores)"))
+def generate(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    import mamba2c
+    from .tokenizer import load_tokenizer
+
+    directory = args.model
+    if directory is None:
+        from .demo import demo_directory
+
+        directory = demo_directory()
+        print(f"[demo model at {directory}: random weights, so the text is noise]",
+              file=sys.stderr)
+    if args.threads:
+        mamba2c.set_num_threads(args.threads)
+    model = mamba2c.Mamba2ForCausalLM.from_pretrained(directory, dtype=args.dtype)
+    tokenizer = load_tokenizer(directory)
+    prompt = tokenizer.encode(args.prompt) if tokenizer else _parse_ids(args.prompt)
+    if not prompt:
+        raise ValueError("the prompt is empty")
+    decoder = tokenizer.decoder() if tokenizer else None
+    sampling = any(v is not None for v in (args.temperature, args.top_k, args.top_p))
+    options = dict(max_new_tokens=args.max_new_tokens, do_sample=sampling, seed=args.seed)
+    for name in ("temperature", "top_k", "top_p"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+
+    print(args.prompt, end="", flush=True)
+    times = []
+
+    def show(token_ids: np.ndarray) -> None:
+        times.append(time.perf_counter())
+        token = int(token_ids[0])
+        print(decoder.add([token]) if decoder else f" {token}", end="", flush=True)
+
+    start = time.perf_counter()
+    model.generate(np.array([prompt]), streamer=show, **options)
+    print()
+    if times:
+        prefill = times[0] - start
+        decode = times[-1] - times[0]
+        steps = len(times) - 1
+        rate = f"{steps / decode:.1f} tokens/s" if steps and decode > 0 else "n/a"
+        print(f"prefill: {len(prompt)} tokens in {prefill:.3f} s "
+              f"({len(prompt) / prefill:.1f} tokens/s); decode: {steps} tokens, {rate}",
+              file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:
