@@ -294,7 +294,9 @@ class Mamba2PreTrainedModel(CheckpointMixin):
             cache = Mamba2Cache(c, B)
         hidden = (np.empty((c.num_hidden_layers + 1, B, T, c.hidden_size), np.float32)
                   if output_hidden_states else None)
-        last = None if hidden is not None else np.empty((B, T, c.hidden_size), np.float32)
+        # The LM head's caller never sees the final hidden state unless it asked for all of them.
+        wants_last = hidden is None and logits_to_keep is None
+        last = np.empty((B, T, c.hidden_size), np.float32) if wants_last else None
         positions = logits = lab = None
         if logits_to_keep is not None:
             positions = self._logit_positions(logits_to_keep, T)
