@@ -8,23 +8,11 @@ Per-token time is (generate N+1 tokens - generate 1 token) / N, so the prefill c
 """
 import argparse
 import platform
-import statistics
-import time
 
 import numpy as np
 
 import mamba2c
-from bench_forward import SHAPE_130M
-
-
-def median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from bench_forward import SHAPE_130M, median_seconds
 
 
 def per_token_ms(generate, new_tokens, repeats):
