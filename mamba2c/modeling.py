@@ -52,17 +52,23 @@ def parameter_shapes(config: Mamba2Config, with_lm_head: bool) -> dict[str, tupl
     return shapes
 
 
-def init_weights(config: Mamba2Config, rng: np.random.Generator,
-                 with_lm_head: bool) -> dict[str, np.ndarray]:
-    """float32 weights initialised as transformers initialises a fresh Mamba2 model."""
-    std = config.initializer_range
+def init_weights(config: Mamba2Config, rng: np.random.Generator, with_lm_head: bool,
+                 dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Weights initialised as transformers initialises a fresh Mamba2 model, stored in `dtype`.
+    Each tensor is drawn in float32 and converted at once, so a 16-bit model never holds a
+    float32 copy of itself."""
+    std = np.float32(config.initializer_range)
     H, I, K = config.num_heads, config.intermediate_size, config.conv_kernel
+
+    def uniform(shape, bound):
+        return (rng.random(shape, dtype=np.float32) * 2 - 1) * np.float32(bound)
+
     weights = {}
     for name, shape in parameter_shapes(config, with_lm_head).items():
         if name.endswith(("norm.weight", "norm_f.weight", "mixer.D")):
-            value = np.ones(shape)
+            value = np.ones(shape, np.float32)
         elif name.endswith("bias") and not name.endswith("dt_bias"):
-            value = np.zeros(shape)
+            value = np.zeros(shape, np.float32)
         elif name.endswith("A_log"):
             value = np.log(np.arange(1, H + 1, dtype=np.float64))
         elif name.endswith("dt_bias"):
@@ -70,14 +76,13 @@ def init_weights(config: Mamba2Config, rng: np.random.Generator,
             dt = np.maximum(np.exp(rng.random(H) * (hi - lo) + lo), config.time_step_floor)
             value = dt + np.log(-np.expm1(-dt))  # inverse softplus
         elif name.endswith("conv1d.weight"):  # kaiming_uniform(a=sqrt(5)): bound 1/sqrt(fan_in)
-            value = rng.uniform(-1, 1, shape) / math.sqrt(K)
+            value = uniform(shape, 1 / math.sqrt(K))
         elif name.endswith("out_proj.weight"):
-            value = rng.uniform(-1, 1, shape) / math.sqrt(I)
-            if config.rescale_prenorm_residual:
-                value /= math.sqrt(config.num_hidden_layers)
+            scale = math.sqrt(config.num_hidden_layers) if config.rescale_prenorm_residual else 1
+            value = uniform(shape, 1 / math.sqrt(I) / scale)
         else:  # embeddings, in_proj, lm_head
-            value = rng.normal(0.0, std, shape)
-        weights[name] = value.astype(np.float32)
+            value = rng.standard_normal(shape, dtype=np.float32) * std
+        weights[name] = from_float32(value.astype(np.float32, copy=False), dtype)
     return weights
 
 
@@ -106,8 +111,8 @@ class Mamba2PreTrainedModel(CheckpointMixin):
         self.training = False
         #: tokens per piece of a long prompt (0: the engine picks); pieces carry the state forward
         self.prefill_chunk = 0
-        values = init_weights(config, np.random.default_rng(seed), self._with_lm_head)
-        self._weights = {k: from_float32(v, self._dtype) for k, v in values.items()}
+        self._weights = init_weights(config, np.random.default_rng(seed), self._with_lm_head,
+                                     self._dtype)
 
     # ---- properties like torch modules ----
     @property
