@@ -14,6 +14,9 @@
 #include "kernels.h"
 #include "simd.h"
 
+/* Rows of the in-chunk product computed together; a multiple of the GEMM's 6-row tile. */
+enum { DIAG_ROWS = 18 };
+
 size_t m2c_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
                            int64_t Q) {
     (void)H, (void)P, (void)N;
@@ -89,7 +92,13 @@ m2c_status m2c_ssd_chunked(float *y, float *state, int has_state, const float *x
                         cs[l] = sum += (double)dts[l] * A[h];
                     }
                     chunk_decays(M, into_state, from_state, CBc, Qc, cs, dts, q);
-                    m2c_sgemm_serial(q, P, q, M, Qc, xc, ldx, 0, 0.0f, yc, HP);
+                    /* M is lower-triangular: each block of rows only needs the tokens up to
+                     * its last row */
+                    for (int64_t r0 = 0; r0 < q; r0 += DIAG_ROWS) {
+                        int64_t rows = q - r0 < DIAG_ROWS ? q - r0 : DIAG_ROWS;
+                        m2c_sgemm_serial(rows, P, r0 + rows, M + r0 * Qc, Qc, xc, ldx, 0, 0.0f,
+                                         yc + r0 * HP, HP);
+                    }
                     m2c_sgemm_serial(q, P, N, Cc, ldx, S, N, 1, 0.0f, off, P);
                     for (int64_t l = 0; l < q; l++)
                         for (int64_t p = 0; p < P; p++)
