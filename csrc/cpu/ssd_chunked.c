@@ -4,15 +4,14 @@
  *   Y_off  = diag(exp(cs)) C S^T       S = state entering the chunk
  *   S'     = exp(cs_last) S + (X o exp(cs_last - cs) dt)^T B
  * C B^T is shared by the H/G heads of a group, so it is computed once per (row, chunk, group)
- * before the per-head pass. Cumulative sums are kept in double: their differences are
- * exponentiated, and float32 cumsums of long chunks lose the small differences that matter;
- * each difference is then exponentiated in float32. */
+ * before the per-head pass (ssd_common.h, shared with the backward). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../model/status.h"
 #include "kernels.h"
 #include "simd.h"
+#include "ssd_common.h"
 
 /* Rows of the in-chunk product computed together; a multiple of the GEMM's 6-row tile. */
 enum { DIAG_ROWS = 18 };
@@ -49,17 +48,7 @@ m2c_status m2c_ssd_chunked(float *y, float *state, int has_state, const float *x
                      float *work) {
     const int64_t chunks = (T + Q - 1) / Q, Qc = T < Q ? T : Q, HP = H * P, heads_per_group = H / G;
     float *CB = work; /* [B, chunks, G, Qc, Qc] */
-
-#pragma omp parallel for collapse(3) schedule(static)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t c = 0; c < chunks; c++)
-            for (int64_t g = 0; g < G; g++) {
-                int64_t t0 = c * Q, q = T - t0 < Q ? T - t0 : Q;
-                const float *rows = Cm + (b * T + t0) * ldx + g * N;
-                const float *cols = Bm + (b * T + t0) * ldx + g * N;
-                m2c_sgemm_serial(q, q, N, rows, ldx, cols, ldx, 1, 0.0f,
-                                 CB + ((b * chunks + c) * G + g) * Qc * Qc, Qc);
-            }
+    m2c_ssd_chunk_cb(CB, Bm, Cm, ldx, B, T, N, G, Q);
 
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
@@ -86,11 +75,7 @@ m2c_status m2c_ssd_chunked(float *y, float *state, int has_state, const float *x
                     const float *CBc = CB + ((b * chunks + c) * G + g) * Qc * Qc;
                     float *yc = y + (b * T + t0) * HP + h * P;
 
-                    double sum = 0;
-                    for (int64_t l = 0; l < q; l++) {
-                        dts[l] = dtc[l * H];
-                        cs[l] = sum += (double)dts[l] * A[h];
-                    }
+                    m2c_ssd_chunk_cumsum(cs, dts, dtc, H, A[h], q);
                     chunk_decays(M, into_state, from_state, CBc, Qc, cs, dts, q);
                     /* M is lower-triangular: each block of rows only needs the tokens up to
                      * its last row */
