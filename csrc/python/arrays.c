@@ -2,6 +2,7 @@
  * checks make sure a wrong call still fails cleanly instead of reading out of bounds. */
 #include "binding.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const char *kind_name(array_kind kind) {
@@ -38,7 +39,8 @@ int m2c_get_array(PyObject *obj, Py_buffer *view, const char *name, array_kind k
         m2c_release(view);
         return -1;
     }
-    if (view->len != count * view->itemsize) {
+    if (count < 0 || count > PY_SSIZE_T_MAX / view->itemsize ||
+        view->len != count * view->itemsize) {
         PyErr_Format(PyExc_ValueError, "%s holds %zd elements, expected %zd", name,
                      view->len / view->itemsize, count);
         m2c_release(view);
@@ -55,6 +57,30 @@ int m2c_get_optional_array(PyObject *obj, Py_buffer *view, const char *name, arr
         return 0;
     }
     return m2c_get_array(obj, view, name, kind, count, writable);
+}
+
+enum { MAX_SIZES_LOG2 = 60 };
+
+int m2c_check_sizes(const char *names, int n, const long long *sizes) {
+    const char *name = names;
+    long long product = 1;
+    for (int i = 0; i < n; i++) {
+        char one[32];
+        size_t len = strcspn(name, " ");
+        snprintf(one, sizeof one, "%.*s", (int)len, name);
+        if (sizes[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "size %s must be >= 0, got %lld", one, sizes[i]);
+            return -1;
+        }
+        if (sizes[i] > 1 && (__builtin_mul_overflow(product, sizes[i], &product) ||
+                             product > (1LL << MAX_SIZES_LOG2))) {
+            PyErr_Format(PyExc_ValueError, "sizes (%s) are too large: their product is over 2**%d",
+                         names, MAX_SIZES_LOG2);
+            return -1;
+        }
+        name += len + (name[len] == ' ');
+    }
+    return 0;
 }
 
 void m2c_release(Py_buffer *view) {
@@ -75,6 +101,12 @@ int m2c_get_weight(PyObject *spec, Py_buffer *view, m2c_tensor *out, const char 
     }
     PyObject *array;
     int dtype;
+    /* PyArg_ParseTuple on a non-tuple raises SystemError, which reads as an interpreter bug. */
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2) {
+        PyErr_Format(PyExc_TypeError, "weight %s must be an (array, dtype code) pair or None, "
+                     "got %.100s", name, Py_TYPE(spec)->tp_name);
+        return -1;
+    }
     if (!PyArg_ParseTuple(spec, "Oi", &array, &dtype)) return -1;
     if (dtype < M2C_F32 || dtype > M2C_F16) {
         PyErr_Format(PyExc_TypeError, "weight %s has an unknown dtype code %d", name, dtype);

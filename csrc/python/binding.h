@@ -21,6 +21,16 @@ int m2c_get_optional_array(PyObject *obj, Py_buffer *view, const char *name, arr
 
 void m2c_release(Py_buffer *view);
 
+/* Checks a kernel's size arguments before any element count is formed from them: each must be
+ * >= 0 and their product (zeros counted as ones) at most 2**60, so every count built from them
+ * (products of some of them, plus small multiples) fits in 64 bits: a count that wrapped around
+ * could otherwise match a small buffer. `names` holds one space-separated name per size, for the
+ * message. Sets ValueError and returns -1 when they do not pass. */
+int m2c_check_sizes(const char *names, int n, const long long *sizes);
+#define M2C_CHECK_SIZES(names, ...)                                                          \
+    m2c_check_sizes(names, (int)(sizeof((long long[]){__VA_ARGS__}) / sizeof(long long)), \
+                    (long long[]){__VA_ARGS__})
+
 /* A weight given as (array, dtype code) or None; the view stays held by the caller. */
 int m2c_get_weight(PyObject *spec, Py_buffer *view, m2c_tensor *out, const char *name,
                    Py_ssize_t count, int required);
@@ -29,6 +39,7 @@ int m2c_get_weight(PyObject *spec, Py_buffer *view, m2c_tensor *out, const char 
 PyObject *m2c_raise(m2c_status status);
 
 extern PyTypeObject m2c_EngineType;
+extern PyMethodDef m2c_backward_methods[]; /* backward.c: the training kernels */
 
 /* Ctrl-C handling around a long call (see interrupt.c). */
 typedef struct {

@@ -33,13 +33,21 @@ static int mul(Py_ssize_t *out, Py_ssize_t a, Py_ssize_t b) {
     return 0;
 }
 
+static int add(Py_ssize_t *out, Py_ssize_t a, Py_ssize_t b) {
+    if (a < 0 || b < 0 || __builtin_add_overflow(a, b, out)) {
+        PyErr_SetString(PyExc_ValueError, "config sizes overflow");
+        return -1;
+    }
+    return 0;
+}
+
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"config", "embeddings", "norm_f", "lm_head", "layers", NULL};
     PyObject *cfg, *emb, *norm_f, *lm_head, *layers;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOOO!", kwlist, &PyTuple_Type, &cfg, &emb,
                                      &norm_f, &lm_head, &PyList_Type, &layers))
         return -1;
-    if (self->engine) {
+    if (self->engine || self->views) { /* a second __init__ would drop the held views */
         PyErr_SetString(PyExc_RuntimeError, "Engine is already initialised");
         return -1;
     }
@@ -58,8 +66,8 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds) {
                conv, proj, VD, projD, convK, DI;
     if (mul(&I, H, c->head_dim) || mul(&GN, c->n_groups, c->state_size) || mul(&VD, V, D))
         return -1;
-    conv = I + 2 * GN;
-    proj = I + conv + H;
+    if (add(&conv, I, GN) || add(&conv, conv, GN) || add(&proj, I, conv) || add(&proj, proj, H))
+        return -1;
     if (mul(&projD, proj, D) || mul(&convK, conv, K) || mul(&DI, D, I)) return -1;
 
     self->n_views = 3 + LAYER_TENSORS * c->num_layers;
@@ -128,7 +136,7 @@ static PyObject *Engine_forward(EngineObject *self, PyObject *args, PyObject *kw
                                      &hidden, &logits, &positions, &want_loss, &prefill))
         return NULL;
     const m2c_config *c = &self->config;
-    Py_ssize_t BT, BTD, LB, conv_n, ssm_n, hidden_n, n_logits = 0, logits_n = 0;
+    Py_ssize_t BT, BTD, LB, IN, conv_n, ssm_n, hidden_n, n_logits = 0, logits_n = 0;
     if (B <= 0 || T <= 0) {
         PyErr_SetString(PyExc_ValueError, "batch and tokens must be positive");
         return NULL;
@@ -136,7 +144,7 @@ static PyObject *Engine_forward(EngineObject *self, PyObject *args, PyObject *kw
     Py_ssize_t I = c->num_heads * c->head_dim, CK = (I + 2 * c->n_groups * c->state_size) *
                                                     c->conv_kernel;
     if (mul(&BT, B, T) || mul(&BTD, BT, c->hidden_size) || mul(&LB, c->num_layers, B) ||
-        mul(&conv_n, LB, CK) || mul(&ssm_n, LB, I * c->state_size) ||
+        mul(&conv_n, LB, CK) || mul(&IN, I, c->state_size) || mul(&ssm_n, LB, IN) ||
         mul(&hidden_n, c->num_layers + 1, BTD))
         return NULL;
 

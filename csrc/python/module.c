@@ -22,6 +22,7 @@ static PyObject *op_rmsnorm(PyObject *mod, PyObject *args) {
     Py_buffer v[4] = {0};
     m2c_tensor weight;
     if (!PyArg_ParseTuple(args, "OOOOLLf", &out, &x, &w, &scale, &R, &D, &eps)) return NULL;
+    if (M2C_CHECK_SIZES("R D", R, D) < 0) return NULL;
     if (m2c_get_array(out, &v[0], "out", ARRAY_F32, R * D, 1) < 0 ||
         m2c_get_array(x, &v[1], "x", ARRAY_F32, R * D, 0) < 0 ||
         m2c_get_weight(w, &v[2], &weight, "weight", D, 1) < 0 ||
@@ -46,6 +47,7 @@ static PyObject *op_rmsnorm_gated(PyObject *mod, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "group_size must divide the width");
         return NULL;
     }
+    if (M2C_CHECK_SIZES("R I", R, I) < 0) return NULL;
     if (m2c_get_array(out, &v[0], "out", ARRAY_F32, R * I, 1) < 0 ||
         m2c_get_array(y, &v[1], "y", ARRAY_F32, R * I, 0) < 0 ||
         m2c_get_array(z, &v[2], "z", ARRAY_F32, R * I, 0) < 0 ||
@@ -68,6 +70,7 @@ static PyObject *op_linear(PyObject *mod, PyObject *args) {
     m2c_status st;
     if (!PyArg_ParseTuple(args, "OOOOLLLp", &out, &x, &w, &b, &R, &K, &O, &accumulate))
         return NULL;
+    if (M2C_CHECK_SIZES("R K O", R, K, O) < 0) return NULL;
     if (m2c_get_array(out, &v[0], "out", ARRAY_F32, R * O, 1) < 0 ||
         m2c_get_array(x, &v[1], "x", ARRAY_F32, R * K, 0) < 0 ||
         m2c_get_weight(w, &v[2], &weight, "weight", O * K, 1) < 0 ||
@@ -95,6 +98,7 @@ static PyObject *op_conv1d(PyObject *mod, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "the conv kernel width must be in [1, 16]");
         return NULL;
     }
+    if (M2C_CHECK_SIZES("B T C K", B, T, C, K) < 0) return NULL;
     if (m2c_get_array(out, &v[0], "out", ARRAY_F32, B * T * C, 1) < 0 ||
         m2c_get_optional_array(state, &v[1], "state", ARRAY_F32, B * C * K, 1) < 0 ||
         m2c_get_array(x, &v[2], "x", ARRAY_F32, B * T * C, 0) < 0 ||
@@ -118,6 +122,7 @@ static PyObject *op_dt_softplus(PyObject *mod, PyObject *args) {
     Py_buffer v[3] = {0};
     m2c_tensor dt_bias;
     if (!PyArg_ParseTuple(args, "OOOLLff", &out, &raw, &bias, &R, &H, &lo, &hi)) return NULL;
+    if (M2C_CHECK_SIZES("R H", R, H) < 0) return NULL;
     if (m2c_get_array(out, &v[0], "out", ARRAY_F32, R * H, 1) < 0 ||
         m2c_get_array(raw, &v[1], "dt", ARRAY_F32, R * H, 0) < 0 ||
         m2c_get_weight(bias, &v[2], &dt_bias, "dt_bias", H, 1) < 0) {
@@ -143,6 +148,8 @@ static PyObject *op_ssd_chunked(PyObject *mod, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "heads must split evenly into groups; chunk must be > 0");
         return NULL;
     }
+    if (M2C_CHECK_SIZES("B T H P N G chunk", B, T, H, P, N, G, Q < T ? Q : T) < 0) return NULL;
+    if (Q > T) Q = T > 0 ? T : 1; /* one chunk either way; the kernel's T + Q - 1 must not overflow */
     long long ld = H * P + 2 * G * N;
     if (m2c_get_array(y, &v[0], "y", ARRAY_F32, B * T * H * P, 1) < 0 ||
         m2c_get_array(state, &v[1], "state", ARRAY_F32, B * H * P * N, 1) < 0 ||
@@ -181,6 +188,7 @@ static PyObject *op_ssd_step(PyObject *mod, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "heads must split evenly into groups");
         return NULL;
     }
+    if (M2C_CHECK_SIZES("B H P N G", B, H, P, N, G) < 0) return NULL;
     long long ld = H * P + 2 * G * N;
     if (m2c_get_array(y, &v[0], "y", ARRAY_F32, B * H * P, 1) < 0 ||
         m2c_get_array(state, &v[1], "state", ARRAY_F32, B * H * P * N, 1) < 0 ||
@@ -205,6 +213,7 @@ static PyObject *op_cross_entropy(PyObject *mod, PyObject *args) {
     Py_buffer v[2] = {0};
     double loss;
     if (!PyArg_ParseTuple(args, "OOLLL", &logits, &labels, &B, &T, &V)) return NULL;
+    if (M2C_CHECK_SIZES("B T V", B, T, V) < 0) return NULL;
     if (m2c_get_array(logits, &v[0], "logits", ARRAY_F32, B * T * V, 0) < 0 ||
         m2c_get_array(labels, &v[1], "labels", ARRAY_I64, B * T, 0) < 0) {
         release_all(v, 2);
@@ -229,6 +238,7 @@ static PyObject *op_embedding(PyObject *mod, PyObject *args) {
     Py_buffer v[3] = {0};
     m2c_tensor weight;
     if (!PyArg_ParseTuple(args, "OOOLLL", &out, &ids, &table, &R, &V, &D)) return NULL;
+    if (M2C_CHECK_SIZES("R V D", R, V, D) < 0) return NULL;
     if (m2c_get_array(out, &v[0], "out", ARRAY_F32, R * D, 1) < 0 ||
         m2c_get_array(ids, &v[1], "ids", ARRAY_I64, R, 0) < 0 ||
         m2c_get_weight(table, &v[2], &weight, "table", V * D, 1) < 0) {
@@ -298,6 +308,7 @@ PyMODINIT_FUNC PyInit__C(void) {
     m2c_threads_init();
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
+    if (PyModule_AddFunctions(m, m2c_backward_methods) < 0) { Py_DECREF(m); return NULL; }
     if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&m2c_EngineType) < 0 ||
         PyModule_AddIntConstant(m, "HAS_OPENBLAS", m2c_gemm_has_blas()) < 0) {
         Py_DECREF(m);
