@@ -1,9 +1,17 @@
 """mamba2c: a Mamba-2 language-model engine in C with transformers' Python API."""
-from . import ops
-from ._C import HAS_OPENBLAS
-from .cache import Mamba2Cache
-from .configuration import Mamba2Config
-from .modeling import Mamba2ForCausalLM, Mamba2Model, Mamba2PreTrainedModel
+import os
+
+# OpenMP threads that spin while they wait steal the core from the thread they wait for as soon
+# as anything else runs on the machine (a notebook, a second model, a build): decode then runs
+# several times slower. Sleeping costs microseconds per kernel on an idle machine. Read when
+# the OpenMP runtime loads, so only before the extension is imported; a user's setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import ops  # noqa: E402
+from ._C import HAS_OPENBLAS  # noqa: E402
+from .cache import Mamba2Cache  # noqa: E402
+from .configuration import Mamba2Config  # noqa: E402
+from .modeling import Mamba2ForCausalLM, Mamba2Model, Mamba2PreTrainedModel  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -16,6 +24,7 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
+    """Threads the CPU kernels use."""
     from . import _C
 
     return _C.get_num_threads()

@@ -79,6 +79,10 @@ double m2c_cross_entropy(const float *logits, const int64_t *labels, int64_t B, 
 /* Number of threads the kernels use. */
 int m2c_threads(void);
 
+/* Makes the calling thread use the count set with m2c_set_num_threads; every entry point calls
+ * it before its first parallel region. */
+void m2c_threads_apply(void);
+
 /* Called once at load: makes forked children compute on one thread (see threads.c). */
 void m2c_threads_init(void);
 

@@ -205,6 +205,7 @@ static m2c_status linear_builtin(float *out, int64_t ldo, const float *x, int64_
 m2c_status m2c_linear(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
                       m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate) {
     m2c_status st = M2C_OK;
+    if (R <= 0) return M2C_OK; /* no rows: the GEMV tiles would still read GEMV_MAX_ROWS of x */
     if (R <= GEMV_MAX_ROWS)
         linear_gemv(out, ldo, x, ldx, W, R, K, O, accumulate);
 #ifdef M2C_HAVE_OPENBLAS

@@ -28,6 +28,14 @@ void m2c_set_num_threads(int n) {
 
 int m2c_get_num_threads(void) { return m2c_threads(); }
 
+/* OpenMP keeps the thread count per calling thread: a call from another Python thread would
+ * otherwise use the default, not the count set with m2c_set_num_threads. */
+void m2c_threads_apply(void) {
+#ifdef _OPENMP
+    if (thread_count > 0 && omp_get_max_threads() != thread_count) omp_set_num_threads(thread_count);
+#endif
+}
+
 /* A forked child inherits the OpenMP runtime but not its worker threads: a parallel region
  * there would wait forever for them. The child computes on one thread instead; processes that
  * want every core start with the "spawn" or "forkserver" method. */

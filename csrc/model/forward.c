@@ -276,6 +276,7 @@ static m2c_status run_piece(const m2c_engine *e, const m2c_forward_args *a, m2c_
 
 m2c_status m2c_engine_forward(m2c_engine *e, const m2c_forward_args *a, int64_t piece) {
     const m2c_config *c = &e->config;
+    m2c_threads_apply();
     m2c_status st = check_args(c, a);
     if (st != M2C_OK) return st;
     if (a->logits && !e->weights.lm_head.data)

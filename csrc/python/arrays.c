@@ -89,6 +89,10 @@ void m2c_release(Py_buffer *view) {
     view->obj = NULL;
 }
 
+void m2c_release_all(Py_buffer *views, int n) {
+    for (int i = 0; i < n; i++) m2c_release(&views[i]);
+}
+
 int m2c_get_weight(PyObject *spec, Py_buffer *view, m2c_tensor *out, const char *name,
                    Py_ssize_t count, int required) {
     memset(out, 0, sizeof *out);

@@ -5,16 +5,6 @@
 
 #include "../cpu/backward.h"
 
-#define WITHOUT_GIL(stmt)            \
-    do {                             \
-        Py_BEGIN_ALLOW_THREADS stmt; \
-        Py_END_ALLOW_THREADS         \
-    } while (0)
-
-static void release_views(Py_buffer *views, int n) {
-    for (int i = 0; i < n; i++) m2c_release(&views[i]);
-}
-
 static PyObject *op_rmsnorm_backward(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *dx, *dw, *dout, *x, *w, *scale;
@@ -36,12 +26,12 @@ static PyObject *op_rmsnorm_backward(PyObject *mod, PyObject *args) {
         m2c_get_array(x, &v[3], "x", ARRAY_F32, R * D, 0) < 0 ||
         m2c_get_weight(w, &v[4], &weight, "weight", D, 1) < 0 ||
         m2c_get_optional_array(scale, &v[5], "row_scale", ARRAY_F32, R, 0) < 0) {
-        release_views(v, 6);
+        m2c_release_all(v, 6);
         return NULL;
     }
-    WITHOUT_GIL(st = m2c_rmsnorm_backward(v[0].buf, v[1].buf, v[2].buf, v[3].buf, weight,
+    M2C_WITHOUT_GIL(st = m2c_rmsnorm_backward(v[0].buf, v[1].buf, v[2].buf, v[3].buf, weight,
                                           v[5].buf, R, D, eps));
-    release_views(v, 6);
+    m2c_release_all(v, 6);
     if (st != M2C_OK) return m2c_raise(st);
     Py_RETURN_NONE;
 }
@@ -69,12 +59,12 @@ static PyObject *op_rmsnorm_gated_backward(PyObject *mod, PyObject *args) {
         m2c_get_array(y, &v[4], "y", ARRAY_F32, R * I, 0) < 0 ||
         m2c_get_array(z, &v[5], "z", ARRAY_F32, R * I, 0) < 0 ||
         m2c_get_weight(w, &v[6], &weight, "weight", I, 1) < 0) {
-        release_views(v, 7);
+        m2c_release_all(v, 7);
         return NULL;
     }
-    WITHOUT_GIL(st = m2c_rmsnorm_gated_backward(v[0].buf, v[1].buf, I, v[2].buf, v[3].buf,
+    M2C_WITHOUT_GIL(st = m2c_rmsnorm_gated_backward(v[0].buf, v[1].buf, I, v[2].buf, v[3].buf,
                                                 v[4].buf, v[5].buf, I, weight, R, I, group, eps));
-    release_views(v, 7);
+    m2c_release_all(v, 7);
     if (st != M2C_OK) return m2c_raise(st);
     Py_RETURN_NONE;
 }
@@ -105,13 +95,13 @@ static PyObject *op_conv1d_backward(PyObject *mod, PyObject *args) {
         m2c_get_weight(w, &v[7], &weight, "weight", C * K, 1) < 0 ||
         m2c_get_weight(b, &v[8], &bias, "bias", C, 0) < 0 ||
         m2c_get_optional_array(mask, &v[9], "mask", ARRAY_F32, B * T, 0) < 0) {
-        release_views(v, 10);
+        m2c_release_all(v, 10);
         return NULL;
     }
-    WITHOUT_GIL(st = m2c_conv1d_backward(v[0].buf, C, v[1].buf, v[2].buf, v[3].buf, v[4].buf,
+    M2C_WITHOUT_GIL(st = m2c_conv1d_backward(v[0].buf, C, v[1].buf, v[2].buf, v[3].buf, v[4].buf,
                                          v[5].buf, C, v[6].buf, weight, bias, v[9].buf, B, T, C,
                                          K, silu));
-    release_views(v, 10);
+    m2c_release_all(v, 10);
     if (st != M2C_OK) return m2c_raise(st);
     Py_RETURN_NONE;
 }
@@ -131,12 +121,12 @@ static PyObject *op_dt_softplus_backward(PyObject *mod, PyObject *args) {
         m2c_get_array(ddt, &v[2], "ddt", ARRAY_F32, R * H, 0) < 0 ||
         m2c_get_array(raw, &v[3], "dt", ARRAY_F32, R * H, 0) < 0 ||
         m2c_get_weight(bias, &v[4], &dt_bias, "dt_bias", H, 1) < 0) {
-        release_views(v, 5);
+        m2c_release_all(v, 5);
         return NULL;
     }
-    WITHOUT_GIL(m2c_dt_softplus_backward(v[0].buf, H, v[1].buf, v[2].buf, v[3].buf, H, dt_bias,
+    M2C_WITHOUT_GIL(m2c_dt_softplus_backward(v[0].buf, H, v[1].buf, v[2].buf, v[3].buf, H, dt_bias,
                                          R, H, lo, hi));
-    release_views(v, 5);
+    m2c_release_all(v, 5);
     Py_RETURN_NONE;
 }
 
@@ -169,23 +159,23 @@ static PyObject *op_ssd_chunked_backward(PyObject *mod, PyObject *args) {
         m2c_get_array(dt, &v[9], "dt", ARRAY_F32, B * T * H, 0) < 0 ||
         m2c_get_array(A, &v[10], "A", ARRAY_F32, H, 0) < 0 ||
         m2c_get_array(D, &v[11], "D", ARRAY_F32, H, 0) < 0) {
-        release_views(v, 12);
+        m2c_release_all(v, 12);
         return NULL;
     }
     float *work = PyMem_RawMalloc(
         sizeof(float) * (m2c_ssd_backward_work_floats(B, T, H, P, N, G, Q) + 1));
     if (!work) {
-        release_views(v, 12);
+        m2c_release_all(v, 12);
         return PyErr_NoMemory();
     }
     float *dx = v[0].buf;
     const float *x = v[8].buf;
-    WITHOUT_GIL(st = m2c_ssd_chunked_backward(
+    M2C_WITHOUT_GIL(st = m2c_ssd_chunked_backward(
                     dx, dx + H * P, dx + H * P + G * N, ld, v[1].buf, v[2].buf, v[3].buf,
                     v[4].buf, v[5].buf, v[6].buf, v[7].buf, x, x + H * P, x + H * P + G * N, ld,
                     v[9].buf, v[10].buf, v[11].buf, B, T, H, P, N, G, Q, work));
     PyMem_RawFree(work);
-    release_views(v, 12);
+    m2c_release_all(v, 12);
     if (st != M2C_OK) return m2c_raise(st);
     Py_RETURN_NONE;
 }
@@ -197,13 +187,13 @@ static int cross_entropy_args(Py_buffer *v, PyObject *dlogits, PyObject *logits,
     if (m2c_get_optional_array(dlogits, &v[0], "dlogits", ARRAY_F32, B * T * V, 1) < 0 ||
         m2c_get_array(logits, &v[1], "logits", ARRAY_F32, B * T * V, 0) < 0 ||
         m2c_get_array(labels, &v[2], "labels", ARRAY_I64, B * T, 0) < 0) {
-        release_views(v, 3);
+        m2c_release_all(v, 3);
         return -1;
     }
     const int64_t *lab = v[2].buf;
     for (long long i = 0; i < B * T; i++)
         if (lab[i] != -100 && (lab[i] < 0 || lab[i] >= V)) {
-            release_views(v, 3);
+            m2c_release_all(v, 3);
             PyErr_Format(PyExc_ValueError, "label %lld is out of range [0, %lld)",
                          (long long)lab[i], V);
             return -1;
@@ -224,8 +214,8 @@ static PyObject *op_cross_entropy_backward(PyObject *mod, PyObject *args) {
         return NULL;
     }
     if (cross_entropy_args(v, dlogits, logits, labels, B, T, V) < 0) return NULL;
-    WITHOUT_GIL(m2c_cross_entropy_backward(v[0].buf, v[1].buf, v[2].buf, B, T, V, scale));
-    release_views(v, 3);
+    M2C_WITHOUT_GIL(m2c_cross_entropy_backward(v[0].buf, v[1].buf, v[2].buf, B, T, V, scale));
+    m2c_release_all(v, 3);
     Py_RETURN_NONE;
 }
 
@@ -239,8 +229,8 @@ static PyObject *op_cross_entropy_with_grad(PyObject *mod, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOLLLf", &dlogits, &logits, &labels, &B, &T, &V, &scale))
         return NULL;
     if (cross_entropy_args(v, dlogits, logits, labels, B, T, V) < 0) return NULL;
-    WITHOUT_GIL(loss = m2c_cross_entropy_with_grad(v[0].buf, v[1].buf, v[2].buf, B, T, V, scale));
-    release_views(v, 3);
+    M2C_WITHOUT_GIL(loss = m2c_cross_entropy_with_grad(v[0].buf, v[1].buf, v[2].buf, B, T, V, scale));
+    m2c_release_all(v, 3);
     return PyFloat_FromDouble(loss);
 }
 

@@ -6,6 +6,7 @@
 #include <Python.h>
 
 #include "mamba2c.h"
+#include "../cpu/kernels.h"
 
 /* Element kinds a buffer argument may hold. */
 typedef enum { ARRAY_F32, ARRAY_I64, ARRAY_16BIT } array_kind;
@@ -20,6 +21,7 @@ int m2c_get_optional_array(PyObject *obj, Py_buffer *view, const char *name, arr
                            Py_ssize_t count, int writable);
 
 void m2c_release(Py_buffer *view);
+void m2c_release_all(Py_buffer *views, int n);
 
 /* Checks a kernel's size arguments before any element count is formed from them: each must be
  * >= 0 and their product (zeros counted as ones) at most 2**60, so every count built from them
@@ -34,6 +36,15 @@ int m2c_check_sizes(const char *names, int n, const long long *sizes);
 /* A weight given as (array, dtype code) or None; the view stays held by the caller. */
 int m2c_get_weight(PyObject *spec, Py_buffer *view, m2c_tensor *out, const char *name,
                    Py_ssize_t count, int required);
+
+/* Runs a kernel call with the GIL released, on the thread count set by set_num_threads. */
+#define M2C_WITHOUT_GIL(stmt)        \
+    do {                             \
+        Py_BEGIN_ALLOW_THREADS       \
+        m2c_threads_apply();         \
+        stmt;                        \
+        Py_END_ALLOW_THREADS         \
+    } while (0)
 
 /* Raises the Python exception matching `status` with the engine's message; returns NULL. */
 PyObject *m2c_raise(m2c_status status);

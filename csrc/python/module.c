@@ -4,16 +4,6 @@
 
 #include "../cpu/kernels.h"
 
-#define RUN_WITHOUT_GIL(stmt) \
-    do {                      \
-        Py_BEGIN_ALLOW_THREADS stmt; \
-        Py_END_ALLOW_THREADS  \
-    } while (0)
-
-static void release_all(Py_buffer *views, int n) {
-    for (int i = 0; i < n; i++) m2c_release(&views[i]);
-}
-
 static PyObject *op_rmsnorm(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *out, *x, *w, *scale;
@@ -27,11 +17,11 @@ static PyObject *op_rmsnorm(PyObject *mod, PyObject *args) {
         m2c_get_array(x, &v[1], "x", ARRAY_F32, R * D, 0) < 0 ||
         m2c_get_weight(w, &v[2], &weight, "weight", D, 1) < 0 ||
         m2c_get_optional_array(scale, &v[3], "row_scale", ARRAY_F32, R, 0) < 0) {
-        release_all(v, 4);
+        m2c_release_all(v, 4);
         return NULL;
     }
-    RUN_WITHOUT_GIL(m2c_rmsnorm(v[0].buf, v[1].buf, weight, v[3].buf, R, D, eps));
-    release_all(v, 4);
+    M2C_WITHOUT_GIL(m2c_rmsnorm(v[0].buf, v[1].buf, weight, v[3].buf, R, D, eps));
+    m2c_release_all(v, 4);
     Py_RETURN_NONE;
 }
 
@@ -52,11 +42,11 @@ static PyObject *op_rmsnorm_gated(PyObject *mod, PyObject *args) {
         m2c_get_array(y, &v[1], "y", ARRAY_F32, R * I, 0) < 0 ||
         m2c_get_array(z, &v[2], "z", ARRAY_F32, R * I, 0) < 0 ||
         m2c_get_weight(w, &v[3], &weight, "weight", I, 1) < 0) {
-        release_all(v, 4);
+        m2c_release_all(v, 4);
         return NULL;
     }
-    RUN_WITHOUT_GIL(m2c_rmsnorm_gated(v[0].buf, v[1].buf, v[2].buf, I, weight, R, I, group, eps));
-    release_all(v, 4);
+    M2C_WITHOUT_GIL(m2c_rmsnorm_gated(v[0].buf, v[1].buf, v[2].buf, I, weight, R, I, group, eps));
+    m2c_release_all(v, 4);
     Py_RETURN_NONE;
 }
 
@@ -75,11 +65,11 @@ static PyObject *op_linear(PyObject *mod, PyObject *args) {
         m2c_get_array(x, &v[1], "x", ARRAY_F32, R * K, 0) < 0 ||
         m2c_get_weight(w, &v[2], &weight, "weight", O * K, 1) < 0 ||
         m2c_get_weight(b, &v[3], &bias, "bias", O, 0) < 0) {
-        release_all(v, 4);
+        m2c_release_all(v, 4);
         return NULL;
     }
-    RUN_WITHOUT_GIL(st = m2c_linear(v[0].buf, O, v[1].buf, K, weight, bias, R, K, O, accumulate));
-    release_all(v, 4);
+    M2C_WITHOUT_GIL(st = m2c_linear(v[0].buf, O, v[1].buf, K, weight, bias, R, K, O, accumulate));
+    m2c_release_all(v, 4);
     if (st != M2C_OK) return m2c_raise(st);
     Py_RETURN_NONE;
 }
@@ -105,12 +95,12 @@ static PyObject *op_conv1d(PyObject *mod, PyObject *args) {
         m2c_get_weight(w, &v[3], &weight, "weight", C * K, 1) < 0 ||
         m2c_get_weight(b, &v[4], &bias, "bias", C, 0) < 0 ||
         m2c_get_optional_array(mask, &v[5], "mask", ARRAY_F32, B * T, 0) < 0) {
-        release_all(v, 6);
+        m2c_release_all(v, 6);
         return NULL;
     }
-    RUN_WITHOUT_GIL(m2c_conv1d(v[0].buf, v[1].buf, has_state && v[1].buf, v[2].buf, C, weight,
+    M2C_WITHOUT_GIL(m2c_conv1d(v[0].buf, v[1].buf, has_state && v[1].buf, v[2].buf, C, weight,
                                bias, v[5].buf, B, T, C, K, silu));
-    release_all(v, 6);
+    m2c_release_all(v, 6);
     Py_RETURN_NONE;
 }
 
@@ -126,11 +116,11 @@ static PyObject *op_dt_softplus(PyObject *mod, PyObject *args) {
     if (m2c_get_array(out, &v[0], "out", ARRAY_F32, R * H, 1) < 0 ||
         m2c_get_array(raw, &v[1], "dt", ARRAY_F32, R * H, 0) < 0 ||
         m2c_get_weight(bias, &v[2], &dt_bias, "dt_bias", H, 1) < 0) {
-        release_all(v, 3);
+        m2c_release_all(v, 3);
         return NULL;
     }
-    RUN_WITHOUT_GIL(m2c_dt_softplus(v[0].buf, v[1].buf, H, dt_bias, R, H, lo, hi));
-    release_all(v, 3);
+    M2C_WITHOUT_GIL(m2c_dt_softplus(v[0].buf, v[1].buf, H, dt_bias, R, H, lo, hi));
+    m2c_release_all(v, 3);
     Py_RETURN_NONE;
 }
 
@@ -157,20 +147,20 @@ static PyObject *op_ssd_chunked(PyObject *mod, PyObject *args) {
         m2c_get_array(dt, &v[3], "dt", ARRAY_F32, B * T * H, 0) < 0 ||
         m2c_get_array(A, &v[4], "A", ARRAY_F32, H, 0) < 0 ||
         m2c_get_array(D, &v[5], "D", ARRAY_F32, H, 0) < 0) {
-        release_all(v, 6);
+        m2c_release_all(v, 6);
         return NULL;
     }
     float *work = PyMem_RawMalloc(sizeof(float) * (m2c_ssd_work_floats(B, T, H, P, N, G, Q) + 1));
     if (!work) {
-        release_all(v, 6);
+        m2c_release_all(v, 6);
         return PyErr_NoMemory();
     }
     const float *x = v[2].buf;
-    RUN_WITHOUT_GIL(st = m2c_ssd_chunked(v[0].buf, v[1].buf, has_state, x, x + H * P,
+    M2C_WITHOUT_GIL(st = m2c_ssd_chunked(v[0].buf, v[1].buf, has_state, x, x + H * P,
                                          x + H * P + G * N, ld, v[3].buf, v[4].buf, v[5].buf, B,
                                          T, H, P, N, G, Q, work));
     PyMem_RawFree(work);
-    release_all(v, 6);
+    m2c_release_all(v, 6);
     if (st != M2C_OK) return m2c_raise(st);
     Py_RETURN_NONE;
 }
@@ -196,13 +186,13 @@ static PyObject *op_ssd_step(PyObject *mod, PyObject *args) {
         m2c_get_array(dt, &v[3], "dt", ARRAY_F32, B * H, 0) < 0 ||
         m2c_get_array(A, &v[4], "A", ARRAY_F32, H, 0) < 0 ||
         m2c_get_array(D, &v[5], "D", ARRAY_F32, H, 0) < 0) {
-        release_all(v, 6);
+        m2c_release_all(v, 6);
         return NULL;
     }
     const float *x = v[2].buf;
-    RUN_WITHOUT_GIL(m2c_ssd_step(v[0].buf, v[1].buf, has_state, x, x + H * P, x + H * P + G * N,
+    M2C_WITHOUT_GIL(m2c_ssd_step(v[0].buf, v[1].buf, has_state, x, x + H * P, x + H * P + G * N,
                                  ld, v[3].buf, v[4].buf, v[5].buf, B, H, P, N, G));
-    release_all(v, 6);
+    m2c_release_all(v, 6);
     Py_RETURN_NONE;
 }
 
@@ -216,18 +206,18 @@ static PyObject *op_cross_entropy(PyObject *mod, PyObject *args) {
     if (M2C_CHECK_SIZES("B T V", B, T, V) < 0) return NULL;
     if (m2c_get_array(logits, &v[0], "logits", ARRAY_F32, B * T * V, 0) < 0 ||
         m2c_get_array(labels, &v[1], "labels", ARRAY_I64, B * T, 0) < 0) {
-        release_all(v, 2);
+        m2c_release_all(v, 2);
         return NULL;
     }
     const int64_t *lab = v[1].buf;
     for (long long i = 0; i < B * T; i++)
         if (lab[i] != -100 && (lab[i] < 0 || lab[i] >= V)) {
-            release_all(v, 2);
+            m2c_release_all(v, 2);
             return PyErr_Format(PyExc_ValueError, "label %lld is out of range [0, %lld)",
                                 (long long)lab[i], V);
         }
-    RUN_WITHOUT_GIL(loss = m2c_cross_entropy(v[0].buf, lab, B, T, V));
-    release_all(v, 2);
+    M2C_WITHOUT_GIL(loss = m2c_cross_entropy(v[0].buf, lab, B, T, V));
+    m2c_release_all(v, 2);
     return PyFloat_FromDouble(loss);
 }
 
@@ -242,18 +232,18 @@ static PyObject *op_embedding(PyObject *mod, PyObject *args) {
     if (m2c_get_array(out, &v[0], "out", ARRAY_F32, R * D, 1) < 0 ||
         m2c_get_array(ids, &v[1], "ids", ARRAY_I64, R, 0) < 0 ||
         m2c_get_weight(table, &v[2], &weight, "table", V * D, 1) < 0) {
-        release_all(v, 3);
+        m2c_release_all(v, 3);
         return NULL;
     }
     const int64_t *id = v[1].buf;
     for (long long i = 0; i < R; i++)
         if (id[i] < 0 || id[i] >= V) {
-            release_all(v, 3);
+            m2c_release_all(v, 3);
             return PyErr_Format(PyExc_ValueError, "token id %lld is out of range [0, %lld)",
                                 (long long)id[i], V);
         }
-    RUN_WITHOUT_GIL(m2c_embedding(v[0].buf, id, weight, R, D));
-    release_all(v, 3);
+    M2C_WITHOUT_GIL(m2c_embedding(v[0].buf, id, weight, R, D));
+    m2c_release_all(v, 3);
     Py_RETURN_NONE;
 }
 
