@@ -127,12 +127,15 @@ def _parse_ids(text: str) -> list:
          argument("--model", help="a local checkpoint directory (default: the demo model)"),
          argument("--prompt", default="The state space model",
                   help="the prompt text (token ids when the checkpoint has no tokenizer)"),
-         argument("--max-new-tokens", type=int, default=64),
+         argument("--max-new-tokens", type=int, default=64, help="tokens to generate at most"),
          argument("--temperature", type=float, default=None,
                   help="sample with this temperature (default: greedy)"),
-         argument("--top-k", type=int, default=None),
-         argument("--top-p", type=float, default=None),
-         argument("--seed", type=int, default=None),
+         argument("--top-k", type=int, default=None,
+                  help="sample from the k most likely tokens (default: greedy)"),
+         argument("--top-p", type=float, default=None,
+                  help="sample from the most likely tokens whose probability reaches p "
+                       "(default: greedy)"),
+         argument("--seed", type=int, default=None, help="random seed for sampling"),
          argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16"),
          argument("--threads", type=int, default=0, help="CPU threads (0: all cores)"))
 def generate(args: argparse.Namespace) -> int:

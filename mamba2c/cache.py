@@ -1,7 +1,7 @@
 """The recurrent state a Mamba-2 model carries between calls."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -11,13 +11,18 @@ from .configuration import Mamba2Config
 class Mamba2Cache:
     """Conv and SSM state of every layer for a batch of sequences, in float32.
 
-    conv_states: [L, B, I + 2*G*N, K], the last K inputs of the causal conv (before the conv);
-    ssm_states:  [L, B, H, P, N].
+    conv_states: float32 [L, B, I + 2*G*N, K], the last K inputs of the causal conv (before
+      the conv);
+    ssm_states: float32 [L, B, H, P, N].
     A model call with ``cache_params=cache`` continues from the state when
-    ``has_previous_state`` is true, and always leaves the state after its last token.
+    ``has_previous_state`` is true, and always leaves the state after its last token;
+    ``seqlen_offset`` counts the tokens seen. `dtype` and `device` are accepted for
+    transformers' signature and ignored: the state is float32 on the CPU whatever the
+    weights are.
     """
 
-    def __init__(self, config: Mamba2Config, batch_size: int, dtype=None, device=None):
+    def __init__(self, config: Mamba2Config, batch_size: int, dtype: Any = None,
+                 device: Any = None) -> None:
         if int(batch_size) <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.config = config
@@ -46,21 +51,21 @@ class Mamba2Cache:
         self.has_previous_state = False
         self.seqlen_offset = 0
 
-    def select(self, rows: Sequence[int]) -> "Mamba2Cache":
+    def select(self, rows: Union[Sequence[int], np.ndarray]) -> "Mamba2Cache":
         """A new cache holding the given batch rows, in that order (repeats allowed)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.ndim != 1 or rows.size == 0:
+        index = np.asarray(rows, dtype=np.int64)
+        if index.ndim != 1 or index.size == 0:
             raise ValueError("rows must be a non-empty 1-D sequence of batch indices")
-        if rows.min() < -self.batch_size or rows.max() >= self.batch_size:
-            raise IndexError(f"batch rows {rows.tolist()} out of range for batch {self.batch_size}")
+        if index.min() < -self.batch_size or index.max() >= self.batch_size:
+            raise IndexError(f"batch rows {index.tolist()} out of range for batch {self.batch_size}")
         out = Mamba2Cache.__new__(Mamba2Cache)
         out.__dict__.update(self.__dict__)
-        out.batch_size = int(rows.size)
-        out.conv_states = np.ascontiguousarray(self.conv_states[:, rows])
-        out.ssm_states = np.ascontiguousarray(self.ssm_states[:, rows])
+        out.batch_size = int(index.size)
+        out.conv_states = np.ascontiguousarray(self.conv_states[:, index])
+        out.ssm_states = np.ascontiguousarray(self.ssm_states[:, index])
         return out
 
-    def reorder_cache(self, beam_idx: Sequence[int]) -> None:
+    def reorder_cache(self, beam_idx: Union[Sequence[int], np.ndarray]) -> None:
         """Reorders the batch rows in place (beam search)."""
         picked = self.select(beam_idx)
         if picked.batch_size != self.batch_size:
@@ -69,6 +74,7 @@ class Mamba2Cache:
         self.ssm_states[...] = picked.ssm_states
 
     def copy(self) -> "Mamba2Cache":
+        """An independent copy (the arrays are copied)."""
         return self.select(np.arange(self.batch_size))
 
     def __repr__(self) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import (TYPE_CHECKING, Any, ClassVar, Dict, Iterable, List, NamedTuple, Optional,
+                    Tuple, Union)
 
 import numpy as np
 
@@ -187,7 +188,7 @@ def _check_size(config: Mamba2Config, with_lm_head: bool,
             f"need {_gigabytes(shortfall)}, more than this machine's {_gigabytes(memory)})")
 
 
-def _bare_model(cls: type, config: Mamba2Config, dtype: str) -> Any:
+def _bare_model(cls: Any, config: Mamba2Config, dtype: str) -> Any:
     """A model with no weights yet. The constructor would draw a random initialisation first,
     which for a 7B model takes tens of seconds and as many GB of memory."""
     model = cls.__new__(cls)
@@ -266,7 +267,7 @@ def _choose_dtype(requested: Any, arrays: Iterable[CheckpointTensor]) -> str:
     for tensor in arrays:
         name = "float32" if tensor.dtype == "float64" else tensor.dtype
         nbytes[name] = nbytes.get(name, 0) + tensor.array.nbytes
-    return max(nbytes, key=nbytes.get) if nbytes else "float32"
+    return max(nbytes, key=lambda name: nbytes[name]) if nbytes else "float32"
 
 
 def _as_weight(tensor: CheckpointTensor, dtype: str) -> np.ndarray:
@@ -305,8 +306,8 @@ def _initial_values(config: Mamba2Config, with_lm_head: bool, names: List[str],
     rng = np.random.default_rng()
     by_layer: Dict[Optional[str], List[str]] = {}
     for name in names:
-        layer = re.match(r"layers\.(\d+)\.", name)
-        by_layer.setdefault(layer.group(1) if layer else None, []).append(name)
+        match = re.match(r"layers\.(\d+)\.", name)
+        by_layer.setdefault(match.group(1) if match else None, []).append(name)
     values = {}
     for layer, group in by_layer.items():
         part = config.copy()
@@ -345,6 +346,14 @@ def _write_json(path: str, data: Dict[str, Any]) -> None:
 
 class CheckpointMixin:
     """``from_pretrained`` and ``save_pretrained`` for Mamba2Model and Mamba2ForCausalLM."""
+
+    if TYPE_CHECKING:  # provided by Mamba2PreTrainedModel
+        config: Mamba2Config
+        _dtype: str
+        _weights: Dict[str, np.ndarray]
+        _with_lm_head: ClassVar[bool]
+
+        def _prefix(self, name: str) -> str: ...
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: PathLike, *,

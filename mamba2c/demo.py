@@ -6,12 +6,13 @@ import json
 import os
 import shutil
 import tempfile
+from typing import Any, Dict
 
 from .configuration import Mamba2Config
 from .tokenizer import BYTE_TOKENIZER_FILE
 
 DEMO_NAME = "demo-v1"
-DEMO_CONFIG = dict(vocab_size=264, hidden_size=256, num_hidden_layers=4, num_heads=8,
+DEMO_CONFIG: Dict[str, Any] = dict(vocab_size=264, hidden_size=256, num_hidden_layers=4, num_heads=8,
                    head_dim=64, state_size=64, n_groups=2, expand=2, conv_kernel=4,
                    chunk_size=64, bos_token_id=256, eos_token_id=257, pad_token_id=258,
                    tie_word_embeddings=True)

@@ -5,12 +5,12 @@ patterns; float16 uses NumPy's ``float16``. The engine widens both to float32 as
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
 #: dtype name -> (NumPy storage dtype, engine dtype code)
-STORAGE = {
+STORAGE: Dict[str, Tuple[np.dtype, int]] = {
     "float32": (np.dtype(np.float32), 0),
     "bfloat16": (np.dtype(np.uint16), 1),
     "float16": (np.dtype(np.float16), 2),
@@ -45,6 +45,7 @@ def float32_to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """float32 values of bfloat16 bit patterns (exact)."""
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
@@ -63,6 +64,7 @@ def from_float32(values: np.ndarray, name: str) -> np.ndarray:
 
 
 def convert(array: np.ndarray, src: str, dst: str) -> np.ndarray:
+    """A stored weight of dtype `src` as dtype `dst` (the array itself when they are equal)."""
     if src == dst:
         return array
     return from_float32(to_float32(array, src), dst)

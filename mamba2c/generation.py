@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
 from .dtypes import as_numpy
 from .outputs import ModelOutput
+
+if TYPE_CHECKING:
+    from .configuration import Mamba2Config
 
 # Supported options and transformers' global defaults for them (GenerationConfig's
 # `_get_default_generation_params`). Options a layer leaves at None fall through to these.
@@ -561,6 +564,9 @@ def _decode(model: Any, prompt: np.ndarray, mask: Optional[np.ndarray], settings
 
 class GenerationMixin:
     """Adds ``generate`` to a causal LM whose call returns ``.logits`` and ``.cache_params``."""
+
+    if TYPE_CHECKING:  # provided by the model class
+        config: "Mamba2Config"
 
     def generate(self, input_ids: Any = None, attention_mask: Any = None,
                  generation_config: Any = None,

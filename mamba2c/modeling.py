@@ -6,17 +6,19 @@ Weights live in a dict of NumPy arrays under transformers' parameter names (with
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 
 from . import _C
 from .cache import Mamba2Cache
 from .checkpoint import CheckpointMixin
-from .configuration import Mamba2Config
+from .configuration import Mamba2Config, html_table
 from .dtypes import STORAGE, as_numpy, convert, dtype_name, from_float32, public_view
 from .generation import GenerationMixin
 from .outputs import Mamba2CausalLMOutput, Mamba2Output
+
+_Model = TypeVar("_Model", bound="Mamba2PreTrainedModel")
 
 _LAYER_KEYS = (  # the engine's order of a layer's tensors
     "norm.weight", "mixer.in_proj.weight", "mixer.in_proj.bias", "mixer.conv1d.weight",
@@ -25,11 +27,11 @@ _LAYER_KEYS = (  # the engine's order of a layer's tensors
 )
 
 
-def parameter_shapes(config: Mamba2Config, with_lm_head: bool) -> dict[str, tuple]:
+def parameter_shapes(config: Mamba2Config, with_lm_head: bool) -> Dict[str, Tuple[int, ...]]:
     """Every parameter name (transformers', without the backbone prefix) and its shape."""
     D, I, H, K = config.hidden_size, config.intermediate_size, config.num_heads, config.conv_kernel
     conv, proj = config.conv_dim, config.in_proj_size
-    shapes: dict[str, tuple] = {"embeddings.weight": (config.vocab_size, D)}
+    shapes: Dict[str, Tuple[int, ...]] = {"embeddings.weight": (config.vocab_size, D)}
     for i in range(config.num_hidden_layers):
         p = f"layers.{i}."
         shapes[p + "norm.weight"] = (D,)
@@ -53,7 +55,7 @@ def parameter_shapes(config: Mamba2Config, with_lm_head: bool) -> dict[str, tupl
 
 
 def init_weights(config: Mamba2Config, rng: np.random.Generator, with_lm_head: bool,
-                 dtype: str = "float32") -> dict[str, np.ndarray]:
+                 dtype: str = "float32") -> Dict[str, np.ndarray]:
     """Weights initialised as transformers initialises a fresh Mamba2 model, stored in `dtype`.
     Each tensor is drawn in float32 and converted at once, so a 16-bit model never holds a
     float32 copy of itself."""
@@ -86,6 +88,13 @@ def init_weights(config: Mamba2Config, rng: np.random.Generator, with_lm_head: b
     return weights
 
 
+def _bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def _int_array(value: Any, name: str) -> np.ndarray:
     array, _ = as_numpy(value)
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
@@ -94,20 +103,28 @@ def _int_array(value: Any, name: str) -> np.ndarray:
 
 
 class Mamba2PreTrainedModel(CheckpointMixin):
-    """Shared weight handling of Mamba2Model and Mamba2ForCausalLM."""
+    """Shared weight handling of Mamba2Model and Mamba2ForCausalLM.
+
+    ``Mamba2Model(config, dtype="float32", seed=None)`` builds a model with fresh weights,
+    initialised as transformers initialises a new Mamba2 model; `seed` (an int) makes them
+    reproducible. `dtype` is the storage type of the weights: "float32", "bfloat16" or
+    "float16" (NumPy, ml_dtypes and torch dtypes are accepted too); computation is float32
+    whatever it is. Use :meth:`from_pretrained` to load a checkpoint instead.
+    """
 
     config_class = Mamba2Config
     base_model_prefix = "backbone"
     main_input_name = "input_ids"
     _with_lm_head = False
 
-    def __init__(self, config: Mamba2Config, dtype: Any = "float32", seed: Optional[int] = None):
+    def __init__(self, config: Mamba2Config, dtype: Any = "float32",
+                 seed: Optional[int] = None) -> None:
         if not isinstance(config, Mamba2Config):
             raise TypeError(f"config must be a Mamba2Config, got {type(config).__name__}")
         self.config = config
         self._dtype = dtype_name(dtype)
         self._weights: dict[str, np.ndarray] = {}
-        self._engine = None
+        self._engine: Any = None
         self.training = False
         #: tokens per piece of a long prompt (0: the engine picks); pieces carry the state forward
         self.prefill_chunk = 0
@@ -117,22 +134,29 @@ class Mamba2PreTrainedModel(CheckpointMixin):
     # ---- properties like torch modules ----
     @property
     def dtype(self) -> str:
+        """Storage type of the weights: "float32", "bfloat16" or "float16"."""
         return self._dtype
 
     @property
     def device(self) -> str:
+        """Always "cpu" in this release."""
         return "cpu"
 
-    def eval(self):
+    def eval(self: _Model) -> _Model:
+        """Returns the model (it is always in inference mode)."""
         return self
 
-    def train(self, mode: bool = True):
+    def train(self: _Model, mode: bool = True) -> _Model:
+        """``train(False)`` returns the model; ``train()`` raises NotImplementedError, since
+        the model runs inference only (see :mod:`mamba2c.torch` for training kernels)."""
         if mode:
             raise NotImplementedError("mamba2c runs inference only")
         return self
 
-    def to(self, dtype: Any = None, device: Any = None):
-        """Converts the weights to another dtype ("float32", "bfloat16", "float16")."""
+    def to(self: _Model, dtype: Any = None, device: Any = None) -> _Model:
+        """Converts the weights to another dtype ("float32", "bfloat16", "float16", or a NumPy,
+        ml_dtypes or torch dtype), in place, and returns the model. ``to("cpu")`` and
+        ``device="cpu"`` do nothing; any other device raises ValueError."""
         if device is not None and str(device) != "cpu":
             raise ValueError(f"device {device!r} is not available: this build runs on the CPU")
         if dtype is not None and str(dtype) in ("cpu",):
@@ -144,16 +168,22 @@ class Mamba2PreTrainedModel(CheckpointMixin):
             self._engine = None
         return self
 
-    def float(self):
+    def float(self: _Model) -> _Model:
+        """``to("float32")``."""
         return self.to("float32")
 
-    def half(self):
+    def half(self: _Model) -> _Model:
+        """``to("float16")``."""
         return self.to("float16")
 
-    def bfloat16(self):
+    def bfloat16(self: _Model) -> _Model:
+        """``to("bfloat16")``."""
         return self.to("bfloat16")
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Number of parameters (a tied LM head counts once); `exclude_embeddings` leaves out
+        the embeddings and the LM head. `only_trainable` is accepted for transformers'
+        signature and changes nothing."""
         names = [k for k in self._weights if not (exclude_embeddings and k.startswith(
             ("embeddings.", "lm_head.")))]
         return int(sum(self._weights[k].size for k in names))
@@ -173,7 +203,7 @@ class Mamba2PreTrainedModel(CheckpointMixin):
             name = "embeddings.weight"
         return name
 
-    def state_dict(self) -> dict[str, np.ndarray]:
+    def state_dict(self) -> Dict[str, np.ndarray]:
         """Parameters under transformers' names; bfloat16 ones as ml_dtypes.bfloat16 when that is
         installed (otherwise as their uint16 bits). Read-only views of the model's weights."""
         out = {}
@@ -185,11 +215,14 @@ class Mamba2PreTrainedModel(CheckpointMixin):
             out["lm_head.weight"] = out["backbone.embeddings.weight"]
         return out
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True):
+    def load_state_dict(self, state_dict: Mapping[str, Any],
+                        strict: bool = True) -> Tuple[List[str], List[str]]:
         """Loads parameters by name (NumPy arrays, torch tensors, ...), converting them to the
-        model's dtype. Returns (missing_keys, unexpected_keys); with strict, either raises."""
+        model's dtype. Names may carry transformers' ``backbone.`` prefix or not. Returns
+        (missing_keys, unexpected_keys); with `strict`, either being non-empty raises KeyError.
+        A wrong shape raises ValueError, integer values TypeError."""
         expected = parameter_shapes(self.config, self._with_lm_head)
-        incoming: dict[str, Any] = {}
+        incoming: Dict[str, Any] = {}
         unexpected = []
         for key, value in state_dict.items():
             name = self._unprefix(key)
@@ -348,7 +381,11 @@ class Mamba2PreTrainedModel(CheckpointMixin):
             return np.arange(0 if k == 0 or k >= T else T - k, T, dtype=np.int64)
         raise TypeError("logits_to_keep must be an int or a 1-D array of positions")
 
-    def __call__(self, *args, **kwargs):
+    if TYPE_CHECKING:
+        def forward(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Same as :meth:`forward`."""
         return self.forward(*args, **kwargs)
 
     def __repr__(self) -> str:
@@ -357,18 +394,54 @@ class Mamba2PreTrainedModel(CheckpointMixin):
                 f"heads={c.num_heads}x{c.head_dim}, state={c.state_size}, groups={c.n_groups}, "
                 f"params={self.num_parameters():,}, dtype={self.dtype}, device=cpu, backend=C)")
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: what ``repr`` says, as a table, with the weights' memory."""
+        c = self.config
+        nbytes = sum(array.nbytes for array in self._weights.values())
+        gemm = "OpenBLAS" if _C.HAS_OPENBLAS else "built-in GEMM"
+        rows = [
+            ("layers", str(c.num_hidden_layers)),
+            ("hidden size", str(c.hidden_size)),
+            ("heads x head_dim", f"{c.num_heads} x {c.head_dim}"),
+            ("state size", str(c.state_size)),
+            ("groups", str(c.n_groups)),
+            ("vocab size", str(c.vocab_size)),
+            ("parameters", f"{self.num_parameters():,}"),
+            ("weights", _bytes(nbytes)),
+            ("dtype", self.dtype),
+            ("device", self.device),
+            ("backend", f"C ({gemm}, {_C.get_num_threads()} threads)"),
+        ]
+        return html_table(type(self).__name__, rows)
+
 
 class Mamba2Model(Mamba2PreTrainedModel):
     """The Mamba-2 backbone: embeddings, blocks and the final norm."""
 
     def get_input_embeddings(self) -> np.ndarray:
+        """The embedding table [V, D], read-only, in the model's dtype."""
         return self.state_dict()["embeddings.weight"]
 
-    def forward(self, input_ids=None, inputs_embeds=None, cache_params=None, use_cache=None,
-                output_hidden_states=None, return_dict=None, attention_mask=None, **kwargs):
-        """input_ids [B, T] ints or inputs_embeds [B, T, D] -> Mamba2Output (or a tuple with
-        return_dict=False): last_hidden_state [B, T, D] float32, the cache when use_cache,
-        and the L+1 hidden states when output_hidden_states."""
+    def forward(self, input_ids: Any = None, inputs_embeds: Any = None,
+                cache_params: Optional[Mamba2Cache] = None, use_cache: Optional[bool] = None,
+                output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None,
+                attention_mask: Any = None, **kwargs: Any) -> Any:
+        """Runs every layer in one C call.
+
+        input_ids: [B, T] integers in [0, vocab_size) (NumPy array, nested lists or a torch
+          tensor), or inputs_embeds: [B, T, D] floats (used as float32); exactly one of the two.
+        attention_mask: [B, T] (or [B, past + T]) of 0/1; zeroes padded positions, as
+          transformers does. Ignored for a single new token.
+        cache_params: a :class:`Mamba2Cache` to continue from (its state is updated in place).
+        use_cache: return the cache (a new one when none was given); default config.use_cache.
+        output_hidden_states: also return the L+1 hidden states; default
+          config.output_hidden_states.
+        return_dict: False returns a tuple of the fields that are set; default
+          config.return_dict.
+
+        Returns a :class:`Mamba2Output`: last_hidden_state float32 [B, T, D], cache_params,
+        hidden_states. Other keyword arguments are accepted and ignored, as transformers does.
+        """
         c = self.config
         output_hidden_states = (c.output_hidden_states if output_hidden_states is None
                                 else output_hidden_states)
@@ -387,18 +460,32 @@ class Mamba2ForCausalLM(GenerationMixin, Mamba2PreTrainedModel):
     _with_lm_head = True
 
     def get_input_embeddings(self) -> np.ndarray:
+        """The embedding table [V, D], read-only, in the model's dtype."""
         return self.state_dict()["backbone.embeddings.weight"]
 
     def get_output_embeddings(self) -> np.ndarray:
+        """The LM head [V, D], read-only (the embedding table itself when tied)."""
         return self.state_dict()["lm_head.weight"]
 
-    def forward(self, input_ids=None, inputs_embeds=None, cache_params=None, labels=None,
-                output_hidden_states=None, return_dict=None, use_cache=None,
-                attention_mask=None, logits_to_keep: Union[int, Iterable[int]] = 0, **kwargs):
-        """input_ids [B, T] ints or inputs_embeds [B, T, D] -> Mamba2CausalLMOutput (or a tuple
-        with return_dict=False): logits [B, T_kept, V] float32 for the last `logits_to_keep`
-        positions (0: all) or for the given positions; the mean next-token cross-entropy when
-        `labels` [B, T] are given (-100 ignored); the cache and hidden states as Mamba2Model."""
+    def forward(self, input_ids: Any = None, inputs_embeds: Any = None,
+                cache_params: Optional[Mamba2Cache] = None, labels: Any = None,
+                output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None,
+                use_cache: Optional[bool] = None, attention_mask: Any = None,
+                logits_to_keep: Union[int, Iterable[int]] = 0, **kwargs: Any) -> Any:
+        """Runs every layer and the LM head in one C call.
+
+        input_ids, inputs_embeds, attention_mask, cache_params, use_cache,
+        output_hidden_states, return_dict: as in :meth:`Mamba2Model.forward`.
+        labels: [B, T] integers; the loss is the mean cross-entropy of position t predicting
+          labels[:, t + 1], skipping labels equal to -100. Needs the logits of every position
+          (logits_to_keep=0).
+        logits_to_keep: an int k, the logits of the last k positions only (0: all positions),
+          or a 1-D sequence of positions (negative ones count from the end, repeats allowed).
+
+        Returns a :class:`Mamba2CausalLMOutput` (with return_dict=False, a tuple of the fields
+        that are set): loss (numpy.float32) when labels are given, logits float32 [B, T_kept,
+        V], cache_params, hidden_states as in Mamba2Model.
+        """
         c = self.config
         output_hidden_states = (c.output_hidden_states if output_hidden_states is None
                                 else output_hidden_states)

@@ -6,9 +6,10 @@ H heads, P head_dim, N state, G groups, K conv kernel.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _C
 from .dtypes import STORAGE, as_numpy
@@ -27,7 +28,7 @@ def _f32(x: Any, name: str, ndim: Optional[int] = None) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _weight(x: Any, name: str, shape: tuple) -> Optional[tuple]:
+def _weight(x: Any, name: str, shape: Tuple[int, ...]) -> Optional[Tuple[np.ndarray, int]]:
     if x is None:
         return None
     array, kind = as_numpy(x)
@@ -40,7 +41,7 @@ def _weight(x: Any, name: str, shape: tuple) -> Optional[tuple]:
     return np.ascontiguousarray(array, dtype=STORAGE[kind][0]), STORAGE[kind][1]
 
 
-def rmsnorm(x, weight, eps: float = 1e-5) -> np.ndarray:
+def rmsnorm(x: ArrayLike, weight: ArrayLike, eps: float = 1e-5) -> np.ndarray:
     """x [..., D] -> weight * x / sqrt(mean(x^2) + eps), float32."""
     x = _f32(x, "x")
     D = x.shape[-1]
@@ -49,7 +50,8 @@ def rmsnorm(x, weight, eps: float = 1e-5) -> np.ndarray:
     return out
 
 
-def rmsnorm_gated(y, z, weight, group_size: Optional[int] = None, eps: float = 1e-5) -> np.ndarray:
+def rmsnorm_gated(y: ArrayLike, z: ArrayLike, weight: ArrayLike, group_size: Optional[int] = None,
+                  eps: float = 1e-5) -> np.ndarray:
     """g = y * silu(z), then RMSNorm of g over groups of `group_size` channels of the last axis
     (all of it by default, as transformers does). y, z [..., I] -> [..., I] float32."""
     y, z = _f32(y, "y"), _f32(z, "z")
@@ -62,7 +64,7 @@ def rmsnorm_gated(y, z, weight, group_size: Optional[int] = None, eps: float = 1
     return out
 
 
-def linear(x, weight, bias=None) -> np.ndarray:
+def linear(x: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None) -> np.ndarray:
     """x [..., K] @ weight[O, K]^T + bias[O] -> [..., O] float32."""
     x = _f32(x, "x")
     w, _ = as_numpy(weight)
@@ -75,7 +77,9 @@ def linear(x, weight, bias=None) -> np.ndarray:
     return out
 
 
-def causal_conv1d(x, weight, bias=None, state=None, mask=None, activation: str = "silu"):
+def causal_conv1d(x: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+                  state: Optional[np.ndarray] = None, mask: Optional[ArrayLike] = None,
+                  activation: Optional[str] = "silu") -> np.ndarray:
     """Causal depthwise conv over time. x [B, T, C]; weight [C, K] (or [C, 1, K]); bias [C];
     state [B, C, K] float32: when given, the conv continues from it (its last K-1 columns are the
     inputs before x) and it is updated in place to the last K inputs; mask [B, T] zeroes rows of
@@ -103,18 +107,21 @@ def causal_conv1d(x, weight, bias=None, state=None, mask=None, activation: str =
     return out
 
 
-def dt_softplus(dt, dt_bias, time_step_limit=(0.0, float("inf"))) -> np.ndarray:
+def dt_softplus(dt: ArrayLike, dt_bias: ArrayLike,
+                time_step_limit: Tuple[float, float] = (0.0, float("inf"))) -> np.ndarray:
     """clamp(softplus(dt + dt_bias), *time_step_limit). dt [..., H] -> [..., H] float32."""
     dt = _f32(dt, "dt")
     H = dt.shape[-1]
     lo, hi = time_step_limit
     out = np.empty_like(dt)
     _C.dt_softplus(out, dt, _weight(dt_bias, "dt_bias", (H,)), dt.size // max(H, 1), H,
-                   float(lo), float(min(hi, np.finfo(np.float32).max)))
+                   float(lo), min(float(hi), float(np.finfo(np.float32).max)))
     return out
 
 
-def ssd_chunked(x, dt, A, B, C, D, chunk_size: int = 256, initial_state=None):
+def ssd_chunked(x: ArrayLike, dt: ArrayLike, A: ArrayLike, B: ArrayLike, C: ArrayLike,
+                D: ArrayLike, chunk_size: int = 256,
+                initial_state: Optional[ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The SSD scan, chunked: for each sequence and head h (group g = h // (H/G)),
         s_t = exp(dt_t A_h) s_{t-1} + dt_t x_t (outer) B_t,   y_t = s_t C_t + D_h x_t.
     x [Bt, T, H, P]; dt [Bt, T, H] (already softplus'd); A, D [H]; B, C [Bt, T, G, N];
@@ -151,7 +158,8 @@ def ssd_chunked(x, dt, A, B, C, D, chunk_size: int = 256, initial_state=None):
     return y, state
 
 
-def ssd_step(x, dt, A, B, C, D, state):
+def ssd_step(x: ArrayLike, dt: ArrayLike, A: ArrayLike, B: ArrayLike, C: ArrayLike,
+             D: ArrayLike, state: np.ndarray) -> np.ndarray:
     """One token of the SSD recurrence, updating `state` in place:
         state = exp(dt A) state + dt x (outer) B,   y = state C + D x.
     x [Bt, H, P]; dt [Bt, H]; A, D [H]; B, C [Bt, G, N]; state [Bt, H, P, N] float32 C-contiguous.
@@ -173,7 +181,7 @@ def ssd_step(x, dt, A, B, C, D, state):
     return y
 
 
-def cross_entropy(logits, labels) -> float:
+def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> float:
     """Mean next-token cross-entropy: logits [B, T, V] at position t predict labels[:, t+1];
     -100 labels are ignored. NaN when nothing counts."""
     logits = _f32(logits, "logits", 3)
@@ -183,7 +191,7 @@ def cross_entropy(logits, labels) -> float:
     return _C.cross_entropy(logits, labels, *logits.shape)
 
 
-def embedding(ids, table) -> np.ndarray:
+def embedding(ids: ArrayLike, table: ArrayLike) -> np.ndarray:
     """table[ids]: ids [...] ints in [0, V), table [V, D] -> [..., D] float32."""
     ids = np.ascontiguousarray(as_numpy(ids)[0], dtype=np.int64)
     t, _ = as_numpy(table)
@@ -193,3 +201,4 @@ def embedding(ids, table) -> np.ndarray:
     out = np.empty(ids.shape + (D,), np.float32)
     _C.embedding(out, ids, _weight(table, "table", (V, D)), ids.size, V, D)
     return out
+from .ops_backward import *  # noqa: E402,F401,F403

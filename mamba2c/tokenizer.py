@@ -94,9 +94,9 @@ def load_tokenizer(directory: str) -> Optional[Tokenizer]:
         try:
             import transformers
 
-            tok = transformers.AutoTokenizer.from_pretrained(directory)
-            return _HubTokenizer(lambda text: tok.encode(text),
-                                 lambda ids: tok.decode(ids, skip_special_tokens=True))
+            auto = transformers.AutoTokenizer.from_pretrained(directory)
+            return _HubTokenizer(lambda text: auto.encode(text),
+                                 lambda ids: auto.decode(ids, skip_special_tokens=True))
         except ImportError:
             pass
     byte_path = os.path.join(directory, BYTE_TOKENIZER_FILE)
