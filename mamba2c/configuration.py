@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import html
 import json
 import math
 import numbers
@@ -114,7 +115,7 @@ def _token_id(name: str, value: Any) -> Optional[int]:
     return int(value)
 
 
-def _token_ids(name: str, value: Any) -> Union[int, List[int], None]:
+def _token_ids(name: str, value: Any) -> Union[int, List[Optional[int]], None]:
     if isinstance(value, (list, tuple)):
         return [_token_id(f"{name}[{i}]", v) for i, v in enumerate(value)]
     return _token_id(name, value)
@@ -290,7 +291,28 @@ class Mamba2Config:
     """Hyper-parameters of a Mamba-2 model.
 
     Fields, defaults and their order are those of transformers' ``Mamba2Config`` (5.17), whose
-    defaults describe Mamba-Codestral-7B. Extra options:
+    defaults describe Mamba-Codestral-7B. The sizes:
+
+    * ``hidden_size`` D, ``num_hidden_layers`` L, ``vocab_size`` V;
+    * ``expand``: the SSM branch is I = expand * D wide, split into ``num_heads`` H heads of
+      ``head_dim`` P (so H * P must equal I);
+    * ``state_size`` N per head; ``n_groups`` G groups of heads share their B and C (H must be
+      a multiple of G); ``conv_kernel`` K, the width of the causal conv (at most 16);
+    * ``chunk_size`` Q of the chunked scan (the CPU engine uses at most 64; the result does
+      not depend on it beyond rounding).
+
+    Also used: ``layer_norm_epsilon`` (every RMSNorm), ``time_step_limit`` (dt is clamped to
+    it after the softplus), ``use_bias`` / ``use_conv_bias`` (biases of the projections /
+    the conv), ``tie_word_embeddings`` (the LM head is the embedding table), the special
+    tokens (defaults of ``generate``), and ``use_cache``, ``output_hidden_states``,
+    ``return_dict`` (defaults of ``forward``). ``initializer_range``, ``time_step_min``,
+    ``time_step_max``, ``time_step_floor`` and ``rescale_prenorm_residual`` only shape a fresh
+    model's initialisation. ``dtype`` records the weights' dtype in config.json; models take
+    theirs from the ``dtype`` argument or the checkpoint. ``residual_in_fp32`` and
+    ``time_step_rank`` are kept for compatibility (the residual stream is always float32);
+    ``hidden_act`` must be "silu" (or "swish", the same function).
+
+    Extra options:
 
     * ``rms_norm``: kept for transformers 4.x configs; the norm is always RMSNorm.
     * ``norm_groups``: ``"full"`` (default, as transformers) normalises the gated output over the
@@ -608,10 +630,25 @@ class Mamba2Config:
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the fields of :meth:`to_diff_dict` (what ``repr`` and config.json
+        show) as a table."""
+        rows = [(key, json.dumps(value, default=repr))
+                for key, value in sorted(self.to_diff_dict().items())]
+        return html_table(type(self).__name__, rows)
+
+
+def html_table(title: str, rows: Sequence[Tuple[str, str]]) -> str:
+    """A two-column HTML table with a bold title, for the ``_repr_html_`` of config and models."""
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
+                   f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+                   for key, value in rows)
+    return f"<b>{html.escape(title)}</b><table>{body}</table>"
 
 
 __all__ = ["Mamba2Config", "CONFIG_NAME"]
