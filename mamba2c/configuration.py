@@ -20,6 +20,10 @@ _ACTIVATIONS = ("silu", "swish")
 
 _NORM_GROUPS = ("full", "n_groups")
 
+# The C engine's causal convolution takes at most this many taps (MAX_CONV_KERNEL in
+# csrc/model/forward.c); a larger kernel is refused here rather than at the first forward.
+_MAX_CONV_KERNEL = 16
+
 # transformers' special-float encoding in config.json (5.x writes inf as {"__float__": "Infinity"}).
 _FLOAT_TAG_KEY = "__float__"
 _SPECIAL_FLOATS = {
@@ -199,6 +203,14 @@ def _time_step_rank(name: str, value: Any) -> Union[str, int]:
     return _size(name, value)
 
 
+def _conv_kernel(name: str, value: Any) -> int:
+    value = _size(name, value)
+    if value > _MAX_CONV_KERNEL:
+        raise ValueError(f"{name}={value} is not supported: mamba2c's convolution takes at most "
+                         f"{_MAX_CONV_KERNEL} taps")
+    return value
+
+
 _CHECKS = {
     "num_heads": _size,
     "head_dim": _size,
@@ -211,7 +223,7 @@ _CHECKS = {
     "bos_token_id": _token_id,
     "eos_token_id": _token_ids,
     "expand": _size,
-    "conv_kernel": _size,
+    "conv_kernel": _conv_kernel,
     "n_groups": _size,
     "use_bias": _bool,
     "use_conv_bias": _bool,
