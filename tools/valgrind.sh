@@ -19,7 +19,7 @@ output=$(PYTHONMALLOC=malloc OMP_NUM_THREADS=2 valgrind --leak-check=full \
     --suppressions="$root/tools/valgrind.supp" --num-callers=40 --log-file="$log" \
     "$python" "$script") || status=$?
 echo "$output"
-grep -E "ERROR SUMMARY|definitely lost:|indirectly lost:|possibly lost:|still reachable:|suppressed:" \
+grep -E "ERROR SUMMARY|(definitely|indirectly|possibly) lost:|still reachable:|suppressed:" \
     "$log" | sed 's/^==[0-9]*== *//'
 
 # A definite leak from the extension, even one a suppression would hide.

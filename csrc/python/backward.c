@@ -145,7 +145,7 @@ static PyObject *op_ssd_chunked_backward(PyObject *mod, PyObject *args) {
         return NULL;
     }
     if (M2C_CHECK_SIZES("B T H P N G chunk", B, T, H, P, N, G, Q < T ? Q : T) < 0) return NULL;
-    if (Q > T) Q = T; /* one chunk either way; the kernel's T + Q - 1 must not overflow */
+    if (Q > T) Q = T; /* one chunk either way, and T + Q - 1 cannot overflow */
     long long ld = H * P + 2 * G * N;
     if (m2c_get_array(dxbc, &v[0], "dxbc", ARRAY_F32, B * T * ld, 1) < 0 ||
         m2c_get_array(ddt, &v[1], "ddt", ARRAY_F32, B * T * H, 1) < 0 ||

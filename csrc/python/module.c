@@ -139,7 +139,7 @@ static PyObject *op_ssd_chunked(PyObject *mod, PyObject *args) {
         return NULL;
     }
     if (M2C_CHECK_SIZES("B T H P N G chunk", B, T, H, P, N, G, Q < T ? Q : T) < 0) return NULL;
-    if (Q > T) Q = T > 0 ? T : 1; /* one chunk either way; the kernel's T + Q - 1 must not overflow */
+    if (Q > T) Q = T > 0 ? T : 1; /* one chunk either way, and T + Q - 1 cannot overflow */
     long long ld = H * P + 2 * G * N;
     if (m2c_get_array(y, &v[0], "y", ARRAY_F32, B * T * H * P, 1) < 0 ||
         m2c_get_array(state, &v[1], "state", ARRAY_F32, B * H * P * N, 1) < 0 ||

@@ -46,10 +46,6 @@ def wrap64(value: int) -> int:
     return (value + 2**63) % 2**64 - 2**63
 
 
-class Sizes(dict):
-    """Size arguments by name; records whether any was negative."""
-
-
 def pick_size(r: Reader) -> int:
     if r.chance(80):
         return r.pick([1, 2, 3, 4, 1, 2, 3, 0, 5, 8, 16, 17])
@@ -94,7 +90,7 @@ class Buffers:
     """The arrays handed to one call, with the element count each should have held."""
 
     def __init__(self) -> None:
-        self.given = []  # (name, true count, elements, is a buffer object)
+        self.given = []  # (name, true element count, elements the object holds)
 
     def note(self, name: str, true_count: int, obj) -> None:
         try:
@@ -157,7 +153,7 @@ def make_weight(r: Reader, name: str, count: int, optional: bool, record: Buffer
     """A weight: (array, dtype code) or None, or one of the ways to get that wrong."""
     mode = r.int_in(0, 15)
     kind = r.pick([F32, F32, BF16, F16])
-    if mode <= 8:
+    if mode <= 8:  # a matching array, or (7, 8) any of make_buffer's objects in the pair
         array = make_buffer(r, name, kind, count, False, False, record) if mode >= 7 else None
         if array is None:
             wrapped = wrap64(count)
