@@ -102,16 +102,30 @@ typedef struct {
 
 typedef struct m2c_engine m2c_engine;
 
-/* Checks the config and the weights' presence; the engine borrows `weights->layers`. */
+/* A table of kernels and memory functions (see csrc/model/backend.h). */
+typedef struct m2c_backend m2c_backend;
+
+/* Checks the config and the weights' presence; the engine borrows `weights->layers`. The
+ * engine computes on the CPU; with _on, on `backend`, whose memory every pointer of the weights
+ * and of the forward arguments (except logit_positions and loss) must then be. */
 m2c_status m2c_engine_create(m2c_engine **out, const m2c_config *config, const m2c_weights *weights);
+m2c_status m2c_engine_create_on(m2c_engine **out, const m2c_config *config,
+                                const m2c_weights *weights, const m2c_backend *backend);
 void m2c_engine_destroy(m2c_engine *engine);
 
 /* One whole-model call: every layer, in pieces of at most `prefill_tokens` tokens that carry the
  * conv and SSM state forward (0: the engine's default). Safe to call from several threads at once. */
 m2c_status m2c_engine_forward(m2c_engine *engine, const m2c_forward_args *args, int64_t prefill_tokens);
 
-/* Bytes of scratch memory a call of this size needs (pure function of config, B and piece size). */
-size_t m2c_workspace_bytes(const m2c_config *config, int64_t batch, int64_t piece_tokens);
+/* The same call on scratch memory the caller owns (of the backend's memory, at least
+ * m2c_engine_workspace_bytes): nothing is allocated, so the call can be recorded and replayed
+ * (a CUDA graph) as long as the buffers stay. Needs a cache. */
+m2c_status m2c_engine_forward_in(m2c_engine *engine, const m2c_forward_args *args,
+                                 int64_t prefill_tokens, void *workspace, size_t workspace_bytes);
+
+/* Bytes of scratch memory a call with this batch and token count needs (0 on overflow). */
+size_t m2c_engine_workspace_bytes(const m2c_engine *engine, int64_t batch, int64_t tokens,
+                                  int64_t prefill_tokens);
 
 /* The message of the last failure on this thread. */
 const char *m2c_last_error(void);

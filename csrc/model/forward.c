@@ -3,20 +3,18 @@
  * so scratch memory does not grow with the prompt.
  *
  * Block: h += out_proj(gated_norm(ssd(conv(in_proj(norm(h) * mask)) * mask), z)) */
-#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "../cpu/dtype.h"
-#include "../cpu/kernels.h"
+#include "backend.h"
 #include "status.h"
 #include "workspace.h"
 
 struct m2c_engine {
     m2c_config config;
     m2c_weights weights;
+    const m2c_backend *be;
     /* One arena kept between calls; a call that finds it taken (another thread) makes its own. */
     _Atomic(m2c_arena *) spare;
 };
@@ -27,7 +25,8 @@ enum { PIECE_ROWS = 2048, MAX_CONV_KERNEL = 16 };
 
 static int weight_present(m2c_tensor t) { return t.data != NULL; }
 
-m2c_status m2c_engine_create(m2c_engine **out, const m2c_config *c, const m2c_weights *w) {
+m2c_status m2c_engine_create_on(m2c_engine **out, const m2c_config *c, const m2c_weights *w,
+                                const m2c_backend *be) {
     *out = NULL;
     if (c->hidden_size <= 0 || c->num_heads <= 0 || c->head_dim <= 0 || c->state_size <= 0 ||
         c->n_groups <= 0 || c->conv_kernel <= 0 || c->chunk_size <= 0 || c->vocab_size <= 0 ||
@@ -58,46 +57,46 @@ m2c_status m2c_engine_create(m2c_engine **out, const m2c_config *c, const m2c_we
     if (!e) return m2c_fail(M2C_ERR_MEMORY, "out of memory creating the engine");
     e->config = *c;
     e->weights = *w;
+    e->be = be;
     atomic_init(&e->spare, NULL);
     *out = e;
     return M2C_OK;
 }
 
-static void arena_free(m2c_arena *a) {
-    if (a) free(a->base);
+m2c_status m2c_engine_create(m2c_engine **out, const m2c_config *c, const m2c_weights *w) {
+    return m2c_engine_create_on(out, c, w, &m2c_cpu_backend);
+}
+
+/* A backend built into another module keeps its own message: bring it into ours. */
+static m2c_status backend_status(const m2c_backend *be, m2c_status st) {
+    if (st == M2C_OK || be->last_error == m2c_last_error) return st;
+    return m2c_fail(st, "%s", be->last_error());
+}
+
+static void arena_free(const m2c_backend *be, m2c_arena *a) {
+    if (a) be->release(a->base);
     free(a);
 }
 
 void m2c_engine_destroy(m2c_engine *e) {
     if (!e) return;
-    arena_free(atomic_exchange(&e->spare, NULL));
+    arena_free(e->be, atomic_exchange(&e->spare, NULL));
     free(e);
 }
 
-/* Refuse sizes that cannot fit before trying: a huge malloc can succeed lazily and then kill
- * the process when touched. */
-static m2c_status check_fits(size_t bytes, const char *what) {
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (bytes == 0 || (pages > 0 && page > 0 && bytes / (size_t)page > (size_t)pages))
-        return m2c_fail(M2C_ERR_MEMORY, "%s needs %zu bytes, more than this machine's memory",
-                        what, bytes);
-    return M2C_OK;
-}
-
 static m2c_status arena_take(m2c_engine *e, size_t bytes, m2c_arena **out) {
-    m2c_status st = check_fits(bytes, "the forward's workspace");
-    if (st != M2C_OK) return st;
     m2c_arena *a = atomic_exchange(&e->spare, NULL);
     if (a && a->bytes >= bytes) {
         *out = a;
         return M2C_OK;
     }
-    arena_free(a); /* too small: grow */
+    arena_free(e->be, a); /* too small: grow */
     a = calloc(1, sizeof *a);
-    if (a) a->base = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-    if (!a || !a->base) {
-        arena_free(a);
-        return m2c_fail(M2C_ERR_MEMORY, "out of memory allocating a %zu-byte workspace", bytes);
+    if (!a) return m2c_fail(M2C_ERR_MEMORY, "out of memory");
+    m2c_status st = backend_status(e->be, e->be->alloc(&a->base, bytes, "the forward's workspace"));
+    if (st != M2C_OK) {
+        free(a);
+        return st;
     }
     a->bytes = bytes;
     *out = a;
@@ -106,10 +105,11 @@ static m2c_status arena_take(m2c_engine *e, size_t bytes, m2c_arena **out) {
 
 static void arena_give_back(m2c_engine *e, m2c_arena *a) {
     m2c_arena *expected = NULL;
-    if (!atomic_compare_exchange_strong(&e->spare, &expected, a)) arena_free(a);
+    if (!atomic_compare_exchange_strong(&e->spare, &expected, a)) arena_free(e->be, a);
 }
 
-static m2c_status check_args(const m2c_config *c, const m2c_forward_args *a) {
+static m2c_status check_args(const m2c_config *c, const m2c_backend *be,
+                             const m2c_forward_args *a) {
     if (a->batch <= 0 || a->tokens <= 0)
         return m2c_fail(M2C_ERR_VALUE, "batch and tokens must be positive (got %lld and %lld)",
                         (long long)a->batch, (long long)a->tokens);
@@ -127,7 +127,7 @@ static m2c_status check_args(const m2c_config *c, const m2c_forward_args *a) {
             return m2c_fail(M2C_ERR_VALUE, "logit positions must increase within [0, %lld)",
                             (long long)a->tokens);
     }
-    if (!a->input_ids) return M2C_OK;
+    if (!a->input_ids || !be->host_memory) return M2C_OK; /* device ids: checked by the caller */
     for (int64_t i = 0; i < a->batch * a->tokens; i++)
         if (a->input_ids[i] < 0 || a->input_ids[i] >= c->vocab_size)
             return m2c_fail(M2C_ERR_VALUE, "input_ids[%lld, %lld] = %lld is out of range [0, %lld)",
@@ -144,8 +144,8 @@ typedef struct {
     float *owned; /* allocated for this call, when the caller gave no cache */
 } layer_states;
 
-static m2c_status states_init(layer_states *s, const m2c_config *c, const m2c_forward_args *a,
-                              int pieces) {
+static m2c_status states_init(layer_states *s, const m2c_backend *be, const m2c_config *c,
+                              const m2c_forward_args *a, int pieces) {
     size_t conv = (size_t)(a->batch * (c->num_heads * c->head_dim + 2 * c->n_groups * c->state_size) *
                            c->conv_kernel);
     size_t ssm = (size_t)(a->batch * c->num_heads * c->head_dim * c->state_size);
@@ -164,10 +164,8 @@ static m2c_status states_init(layer_states *s, const m2c_config *c, const m2c_fo
     if (__builtin_mul_overflow(layers, (pieces > 1 ? conv : 0) + ssm, &floats) ||
         floats > SIZE_MAX / sizeof(float))
         return m2c_fail(M2C_ERR_MEMORY, "the prompt's carried state does not fit in memory");
-    m2c_status st = check_fits(floats * sizeof(float), "the carried state");
-    if (st != M2C_OK) return st;
-    s->owned = malloc(floats * sizeof(float) + 1);
-    if (!s->owned) return m2c_fail(M2C_ERR_MEMORY, "out of memory for %zu floats of state", floats);
+    m2c_status st = be->alloc((void **)&s->owned, floats * sizeof(float), "the carried state");
+    if (st != M2C_OK) return backend_status(be, st);
     s->ssm = s->owned;
     if (pieces > 1) {
         s->ssm_stride = ssm;
@@ -178,52 +176,54 @@ static m2c_status states_init(layer_states *s, const m2c_config *c, const m2c_fo
 }
 
 /* Copies rows [t0, t0+n) of each batch row of src [B, T, D] to dst [B, n, D] or back. */
-static void copy_rows(float *dst, int64_t dst_T, int64_t dst_t0, const float *src, int64_t src_T,
-                      int64_t src_t0, int64_t B, int64_t n, int64_t D) {
+static void copy_rows(const m2c_backend *be, float *dst, int64_t dst_T, int64_t dst_t0,
+                      const float *src, int64_t src_T, int64_t src_t0, int64_t B, int64_t n,
+                      int64_t D) {
     for (int64_t b = 0; b < B; b++)
-        memcpy(dst + (b * dst_T + dst_t0) * D, src + (b * src_T + src_t0) * D,
-               sizeof(float) * n * D);
+        be->copy(dst + (b * dst_T + dst_t0) * D, src + (b * src_T + src_t0) * D,
+                 sizeof(float) * n * D);
 }
 
 static m2c_status interrupted(const m2c_forward_args *a) {
     return a->stop && *a->stop ? m2c_fail(M2C_ERR_INTERRUPTED, "interrupted") : M2C_OK;
 }
 
-static m2c_status run_block(const m2c_config *c, const m2c_layer_weights *lw, m2c_workspace *ws,
+static m2c_status run_block(const m2c_config *c, const m2c_backend *be,
+                            const m2c_layer_weights *lw, m2c_workspace *ws,
                             float *conv_state, float *ssm_state, int has_state,
                             const float *mask, int64_t B, int64_t Tp,
                             const m2c_forward_args *a) {
     const int64_t R = B * Tp, D = c->hidden_size, H = c->num_heads, I = H * c->head_dim;
     const int64_t GN = c->n_groups * c->state_size, C = I + 2 * GN, proj = I + C + H;
     m2c_status st;
-    m2c_rmsnorm(ws->normed, ws->hidden, lw->norm, mask, R, D, c->eps);
-    st = m2c_linear(ws->zxbcdt, proj, ws->normed, D, lw->in_proj, lw->in_proj_bias, R, D, proj, 0);
-    if (st != M2C_OK || (st = interrupted(a)) != M2C_OK) return st;
-    m2c_conv1d(ws->xbc, conv_state, has_state, ws->zxbcdt + I, proj, lw->conv1d, lw->conv1d_bias,
+    be->rmsnorm(ws->normed, ws->hidden, lw->norm, mask, R, D, c->eps);
+    st = be->linear(ws->zxbcdt, proj, ws->normed, D, lw->in_proj, lw->in_proj_bias, R, D, proj, 0);
+    if (st != M2C_OK) return backend_status(be, st);
+    if ((st = interrupted(a)) != M2C_OK) return st;
+    be->conv1d(ws->xbc, conv_state, has_state, ws->zxbcdt + I, proj, lw->conv1d, lw->conv1d_bias,
                mask, B, Tp, C, c->conv_kernel, 1);
-    m2c_dt_softplus(ws->dt, ws->zxbcdt + I + C, proj, lw->dt_bias, R, H, c->dt_min, c->dt_max);
-    for (int64_t h = 0; h < H; h++) {
-        ws->A[h] = -expf(m2c_load(lw->A_log, h));
-        ws->D[h] = m2c_load(lw->D, h);
-    }
+    be->dt_softplus(ws->dt, ws->zxbcdt + I + C, proj, lw->dt_bias, R, H, c->dt_min, c->dt_max);
+    be->ssd_decay(ws->A, ws->D, lw->A_log, lw->D, H);
     if (Tp == 1) { /* decode: a single pass over the state, nothing chunked */
-        m2c_ssd_step(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN, C,
+        be->ssd_step(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN, C,
                      ws->dt, ws->A, ws->D, B, H, c->head_dim, c->state_size, c->n_groups);
     } else {
-        st = m2c_ssd_chunked(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN,
+        st = be->ssd_chunked(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN,
                              C, ws->dt, ws->A, ws->D, B, Tp, H, c->head_dim, c->state_size,
-                             c->n_groups, m2c_ssd_chunk_size(c), ws->ssd);
-        if (st != M2C_OK) return st;
+                             c->n_groups, m2c_ssd_chunk_size(c, be), ws->ssd);
+        if (st != M2C_OK) return backend_status(be, st);
     }
     if ((st = interrupted(a)) != M2C_OK) return st;
-    m2c_rmsnorm_gated(ws->y, ws->y, ws->zxbcdt, proj, lw->gated_norm, R, I, I / c->norm_groups,
+    be->rmsnorm_gated(ws->y, ws->y, ws->zxbcdt, proj, lw->gated_norm, R, I, I / c->norm_groups,
                       c->eps);
-    return m2c_linear(ws->hidden, D, ws->y, I, lw->out_proj, lw->out_proj_bias, R, I, D, 1);
+    return backend_status(be, be->linear(ws->hidden, D, ws->y, I, lw->out_proj, lw->out_proj_bias,
+                                         R, I, D, 1));
 }
 
 /* Logits of the wanted positions that fall in this piece, from the norm_f output. */
 static m2c_status piece_logits(const m2c_engine *e, const m2c_forward_args *a, m2c_workspace *ws,
                                int64_t t0, int64_t Tp) {
+    const m2c_backend *be = e->be;
     const int64_t D = e->config.hidden_size, V = e->config.vocab_size;
     int64_t j0 = 0;
     while (j0 < a->n_logits && a->logit_positions[j0] < t0) j0++;
@@ -232,12 +232,12 @@ static m2c_status piece_logits(const m2c_engine *e, const m2c_forward_args *a, m
     if (j1 == j0) return M2C_OK;
     for (int64_t b = 0; b < a->batch; b++) {
         for (int64_t j = j0; j < j1; j++)
-            memcpy(ws->gathered + (j - j0) * D,
-                   ws->normed + (b * Tp + a->logit_positions[j] - t0) * D, sizeof(float) * D);
+            be->copy(ws->gathered + (j - j0) * D,
+                     ws->normed + (b * Tp + a->logit_positions[j] - t0) * D, sizeof(float) * D);
         m2c_tensor none = {0};
-        m2c_status st = m2c_linear(a->logits + (b * a->n_logits + j0) * V, V, ws->gathered, D,
+        m2c_status st = be->linear(a->logits + (b * a->n_logits + j0) * V, V, ws->gathered, D,
                                    e->weights.lm_head, none, j1 - j0, D, V, 0);
-        if (st != M2C_OK) return st;
+        if (st != M2C_OK) return backend_status(be, st);
     }
     return M2C_OK;
 }
@@ -245,71 +245,109 @@ static m2c_status piece_logits(const m2c_engine *e, const m2c_forward_args *a, m
 static m2c_status run_piece(const m2c_engine *e, const m2c_forward_args *a, m2c_workspace *ws,
                             layer_states *s, int64_t t0, int64_t Tp) {
     const m2c_config *c = &e->config;
+    const m2c_backend *be = e->be;
     const int64_t B = a->batch, T = a->tokens, D = c->hidden_size, R = B * Tp, L = c->num_layers;
     if (a->input_ids) {
         for (int64_t b = 0; b < B; b++)
-            memcpy(ws->ids + b * Tp, a->input_ids + b * T + t0, sizeof(int64_t) * Tp);
-        m2c_embedding(ws->hidden, ws->ids, e->weights.embeddings, R, D);
+            be->copy(ws->ids + b * Tp, a->input_ids + b * T + t0, sizeof(int64_t) * Tp);
+        be->embedding(ws->hidden, ws->ids, e->weights.embeddings, R, D, c->vocab_size);
     } else {
-        copy_rows(ws->hidden, Tp, 0, a->inputs_embeds, T, t0, B, Tp, D);
+        copy_rows(be, ws->hidden, Tp, 0, a->inputs_embeds, T, t0, B, Tp, D);
     }
     const float *mask = NULL;
     if (a->attention_mask) {
         for (int64_t b = 0; b < B; b++)
-            memcpy(ws->mask + b * Tp, a->attention_mask + b * T + t0, sizeof(float) * Tp);
+            be->copy(ws->mask + b * Tp, a->attention_mask + b * T + t0, sizeof(float) * Tp);
         mask = ws->mask;
     }
     for (int64_t l = 0; l < L; l++) {
-        m2c_status st = run_block(c, &e->weights.layers[l], ws,
+        m2c_status st = run_block(c, be, &e->weights.layers[l], ws,
                                   s->conv ? s->conv + l * s->conv_stride : NULL,
                                   s->ssm + l * s->ssm_stride, s->has_state, mask, B, Tp, a);
         if (st != M2C_OK || (st = interrupted(a)) != M2C_OK) return st;
         if (a->hidden_states)
-            copy_rows(a->hidden_states + (size_t)l * B * T * D, T, t0, ws->hidden, Tp, 0, B, Tp, D);
+            copy_rows(be, a->hidden_states + (size_t)l * B * T * D, T, t0, ws->hidden, Tp, 0, B,
+                      Tp, D);
     }
-    m2c_rmsnorm(ws->normed, ws->hidden, e->weights.norm_f, NULL, R, D, c->eps);
-    if (a->last_hidden) copy_rows(a->last_hidden, T, t0, ws->normed, Tp, 0, B, Tp, D);
+    be->rmsnorm(ws->normed, ws->hidden, e->weights.norm_f, NULL, R, D, c->eps);
+    if (a->last_hidden) copy_rows(be, a->last_hidden, T, t0, ws->normed, Tp, 0, B, Tp, D);
     if (a->hidden_states)
-        copy_rows(a->hidden_states + (size_t)L * B * T * D, T, t0, ws->normed, Tp, 0, B, Tp, D);
+        copy_rows(be, a->hidden_states + (size_t)L * B * T * D, T, t0, ws->normed, Tp, 0, B, Tp,
+                  D);
     return a->logits ? piece_logits(e, a, ws, t0, Tp) : M2C_OK;
 }
 
-m2c_status m2c_engine_forward(m2c_engine *e, const m2c_forward_args *a, int64_t piece) {
-    const m2c_config *c = &e->config;
-    m2c_threads_apply();
-    m2c_status st = check_args(c, a);
-    if (st != M2C_OK) return st;
-    if (a->logits && !e->weights.lm_head.data)
-        return m2c_fail(M2C_ERR_VALUE, "this model has no lm_head: it cannot produce logits");
+/* Tokens per piece: about PIECE_ROWS rows, whole SSD chunks where a piece holds several. */
+static int64_t piece_tokens(const m2c_config *c, int64_t batch, int64_t tokens, int64_t piece) {
     if (piece <= 0) {
-        piece = PIECE_ROWS / a->batch > 0 ? PIECE_ROWS / a->batch : 1;
-        if (piece >= c->chunk_size) piece -= piece % c->chunk_size; /* keep chunks whole */
+        piece = PIECE_ROWS / batch > 0 ? PIECE_ROWS / batch : 1;
+        if (piece >= c->chunk_size) piece -= piece % c->chunk_size;
     }
-    if (piece > a->tokens) piece = a->tokens;
-    const int pieces = (int)((a->tokens + piece - 1) / piece);
+    return piece < tokens ? piece : tokens;
+}
 
-    size_t bytes = m2c_workspace_size(c, a->batch, piece);
-    m2c_arena *arena = NULL;
-    st = arena_take(e, bytes, &arena);
-    if (st != M2C_OK) return st;
+size_t m2c_engine_workspace_bytes(const m2c_engine *e, int64_t batch, int64_t tokens,
+                                  int64_t prefill_tokens) {
+    if (batch <= 0 || tokens <= 0) return 0;
+    return m2c_workspace_size(&e->config, e->be, batch,
+                              piece_tokens(&e->config, batch, tokens, prefill_tokens));
+}
+
+/* The call on an arena of at least m2c_engine_workspace_bytes. */
+static m2c_status forward_on(m2c_engine *e, const m2c_forward_args *a, int64_t piece, void *arena) {
+    const m2c_config *c = &e->config;
+    const int pieces = (int)((a->tokens + piece - 1) / piece);
     layer_states states;
-    st = states_init(&states, c, a, pieces);
-    if (st != M2C_OK) {
-        arena_give_back(e, arena);
-        return st;
-    }
+    m2c_status st = states_init(&states, e->be, c, a, pieces);
+    if (st != M2C_OK) return st;
     m2c_workspace ws;
-    m2c_workspace_carve(&ws, arena->base, c, a->batch, piece);
+    m2c_workspace_carve(&ws, arena, c, e->be, a->batch, piece);
     for (int64_t t0 = 0; t0 < a->tokens && st == M2C_OK; t0 += piece) {
         int64_t n = a->tokens - t0 < piece ? a->tokens - t0 : piece;
-        if (n < piece) m2c_workspace_carve(&ws, arena->base, c, a->batch, n);
+        if (n < piece) m2c_workspace_carve(&ws, arena, c, e->be, a->batch, n);
         st = run_piece(e, a, &ws, &states, t0, n);
         if (states.conv) states.has_state = 1; /* later pieces continue from this one */
     }
-    free(states.owned);
-    arena_give_back(e, arena);
     if (st == M2C_OK && a->loss)
-        *a->loss = (float)m2c_cross_entropy(a->logits, a->labels, a->batch, a->tokens,
-                                            c->vocab_size);
+        st = backend_status(e->be, e->be->cross_entropy(a->loss, a->logits, a->labels, a->batch,
+                                                        a->tokens, c->vocab_size));
+    /* Wait for queued work before the state buffer goes and before the caller reads results. */
+    m2c_status done = backend_status(e->be, e->be->finish());
+    if (states.owned) e->be->release(states.owned);
+    return st != M2C_OK ? st : done;
+}
+
+static m2c_status forward_begin(m2c_engine *e, const m2c_forward_args *a) {
+    m2c_status st = backend_status(e->be, e->be->begin());
+    if (st != M2C_OK || (st = check_args(&e->config, e->be, a)) != M2C_OK) return st;
+    if (a->logits && !e->weights.lm_head.data)
+        return m2c_fail(M2C_ERR_VALUE, "this model has no lm_head: it cannot produce logits");
+    return M2C_OK;
+}
+
+m2c_status m2c_engine_forward(m2c_engine *e, const m2c_forward_args *a, int64_t piece) {
+    m2c_status st = forward_begin(e, a);
+    if (st != M2C_OK) return st;
+    piece = piece_tokens(&e->config, a->batch, a->tokens, piece);
+    size_t bytes = m2c_workspace_size(&e->config, e->be, a->batch, piece);
+    if (bytes == 0) return m2c_fail(M2C_ERR_MEMORY, "the forward's workspace size overflows");
+    m2c_arena *arena = NULL;
+    if ((st = arena_take(e, bytes, &arena)) != M2C_OK) return st;
+    st = forward_on(e, a, piece, arena->base);
+    arena_give_back(e, arena);
     return st;
+}
+
+m2c_status m2c_engine_forward_in(m2c_engine *e, const m2c_forward_args *a, int64_t piece,
+                                 void *workspace, size_t workspace_bytes) {
+    m2c_status st = forward_begin(e, a);
+    if (st != M2C_OK) return st;
+    piece = piece_tokens(&e->config, a->batch, a->tokens, piece);
+    size_t bytes = m2c_workspace_size(&e->config, e->be, a->batch, piece);
+    if (bytes == 0 || bytes > workspace_bytes)
+        return m2c_fail(M2C_ERR_VALUE, "the workspace holds %zu bytes; this call needs %zu",
+                        workspace_bytes, bytes);
+    if (!a->conv_states)
+        return m2c_fail(M2C_ERR_VALUE, "a call on a given workspace needs a cache");
+    return forward_on(e, a, piece, workspace);
 }

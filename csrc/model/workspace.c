@@ -3,7 +3,6 @@
 
 #include <stdint.h>
 
-#include "../cpu/kernels.h"
 
 typedef struct {
     char *base; /* NULL while only measuring */
@@ -23,13 +22,12 @@ static void *take(bump *a, size_t count, size_t elem_size) {
     return p;
 }
 
-enum { SSD_MAX_CHUNK = 64 };
-
-int64_t m2c_ssd_chunk_size(const m2c_config *c) {
-    return c->chunk_size < SSD_MAX_CHUNK ? c->chunk_size : SSD_MAX_CHUNK;
+int64_t m2c_ssd_chunk_size(const m2c_config *c, const m2c_backend *be) {
+    return c->chunk_size < be->max_chunk ? c->chunk_size : be->max_chunk;
 }
 
-static size_t layout(m2c_workspace *ws, void *base, const m2c_config *c, int64_t B, int64_t Tp) {
+static size_t layout(m2c_workspace *ws, void *base, const m2c_config *c, const m2c_backend *be,
+                     int64_t B, int64_t Tp) {
     bump a = {base, 0, 0};
     size_t R, f = sizeof(float);
     if (__builtin_mul_overflow((size_t)B, (size_t)Tp, &R)) return 0;
@@ -49,21 +47,18 @@ static size_t layout(m2c_workspace *ws, void *base, const m2c_config *c, int64_t
     ws->gathered = take(&a, (size_t)Tp * D, f);
     ws->A = take(&a, H, f);
     ws->D = take(&a, H, f);
-    ws->ssd = take(&a, m2c_ssd_work_floats(B, Tp, c->num_heads, c->head_dim, c->state_size,
-                                           c->n_groups, m2c_ssd_chunk_size(c)), f);
+    ws->ssd = take(&a, be->ssd_work_floats(B, Tp, c->num_heads, c->head_dim, c->state_size,
+                                           c->n_groups, m2c_ssd_chunk_size(c, be)), f);
     ws->ids = take(&a, R, sizeof(int64_t));
     return a.overflow ? 0 : a.used;
 }
 
-size_t m2c_workspace_size(const m2c_config *c, int64_t B, int64_t Tp) {
+size_t m2c_workspace_size(const m2c_config *c, const m2c_backend *be, int64_t B, int64_t Tp) {
     m2c_workspace unused;
-    return layout(&unused, NULL, c, B, Tp);
+    return layout(&unused, NULL, c, be, B, Tp);
 }
 
-size_t m2c_workspace_bytes(const m2c_config *config, int64_t batch, int64_t piece_tokens) {
-    return m2c_workspace_size(config, batch, piece_tokens);
-}
-
-void m2c_workspace_carve(m2c_workspace *ws, void *arena, const m2c_config *c, int64_t B, int64_t Tp) {
-    layout(ws, arena, c, B, Tp);
+void m2c_workspace_carve(m2c_workspace *ws, void *arena, const m2c_config *c,
+                         const m2c_backend *be, int64_t B, int64_t Tp) {
+    layout(ws, arena, c, be, B, Tp);
 }

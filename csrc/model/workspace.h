@@ -2,7 +2,7 @@
 #ifndef M2C_WORKSPACE_H
 #define M2C_WORKSPACE_H
 
-#include "mamba2c.h"
+#include "backend.h"
 
 typedef struct {
     float *hidden;   /* [R, D]   residual stream */
@@ -23,15 +23,14 @@ typedef struct {
     size_t bytes;
 } m2c_arena;
 
-/* The SSD chunk the CPU uses: the config's, capped. Any chunk gives the same result up to
- * rounding; past 64 tokens the quadratic in-chunk work outgrows what the cap saves in
- * state passes on a CPU. */
-int64_t m2c_ssd_chunk_size(const m2c_config *c);
+/* The SSD chunk a backend uses: the config's, capped at the backend's max_chunk. */
+int64_t m2c_ssd_chunk_size(const m2c_config *c, const m2c_backend *be);
 
 /* Bytes for a piece of B x Tp tokens, or 0 when the size overflows. */
-size_t m2c_workspace_size(const m2c_config *c, int64_t B, int64_t Tp);
+size_t m2c_workspace_size(const m2c_config *c, const m2c_backend *be, int64_t B, int64_t Tp);
 
 /* Points every field of `ws` into `arena`, which holds at least m2c_workspace_size bytes. */
-void m2c_workspace_carve(m2c_workspace *ws, void *arena, const m2c_config *c, int64_t B, int64_t Tp);
+void m2c_workspace_carve(m2c_workspace *ws, void *arena, const m2c_config *c,
+                         const m2c_backend *be, int64_t B, int64_t Tp);
 
 #endif

@@ -1,0 +1,78 @@
+/* The CPU operation table: host memory and the kernels of kernels.h. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../model/backend.h"
+#include "../model/status.h"
+#include "dtype.h"
+#include "kernels.h"
+
+static m2c_status cpu_begin(void) {
+    m2c_threads_apply();
+    return M2C_OK;
+}
+
+static m2c_status cpu_finish(void) { return M2C_OK; }
+
+/* Refuses sizes that cannot fit before trying: a huge malloc can succeed lazily and then kill
+ * the process when touched. */
+static m2c_status cpu_alloc(void **out, size_t bytes, const char *what) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    *out = NULL;
+    if (bytes == 0 || bytes > SIZE_MAX - 63 ||
+        (pages > 0 && page > 0 && bytes / (size_t)page > (size_t)pages))
+        return m2c_fail(M2C_ERR_MEMORY, "%s needs %zu bytes, more than this machine's memory",
+                        what, bytes);
+    *out = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!*out) return m2c_fail(M2C_ERR_MEMORY, "out of memory allocating %zu bytes for %s", bytes,
+                               what);
+    return M2C_OK;
+}
+
+static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+
+static void cpu_embedding(float *out, const int64_t *ids, m2c_tensor table, int64_t R, int64_t D,
+                          int64_t V) {
+    (void)V; /* the engine validated every id */
+    m2c_embedding(out, ids, table, R, D);
+}
+
+static void cpu_ssd_decay(float *A, float *D, m2c_tensor A_log, m2c_tensor D_weight, int64_t H) {
+    for (int64_t h = 0; h < H; h++) {
+        A[h] = -expf(m2c_load(A_log, h));
+        D[h] = m2c_load(D_weight, h);
+    }
+}
+
+static m2c_status cpu_cross_entropy(float *loss, const float *logits, const int64_t *labels,
+                                    int64_t B, int64_t T, int64_t V) {
+    *loss = (float)m2c_cross_entropy(logits, labels, B, T, V);
+    return M2C_OK;
+}
+
+const m2c_backend m2c_cpu_backend = {
+    .name = "cpu",
+    .host_memory = 1,
+    /* Past 64 tokens the quadratic in-chunk work outgrows what longer chunks save in state
+     * passes on a CPU; any chunk gives the same result up to rounding. */
+    .max_chunk = 64,
+    .begin = cpu_begin,
+    .finish = cpu_finish,
+    .last_error = m2c_last_error,
+    .alloc = cpu_alloc,
+    .release = free,
+    .copy = cpu_copy,
+    .embedding = cpu_embedding,
+    .rmsnorm = m2c_rmsnorm,
+    .rmsnorm_gated = m2c_rmsnorm_gated,
+    .linear = m2c_linear,
+    .conv1d = m2c_conv1d,
+    .dt_softplus = m2c_dt_softplus,
+    .ssd_decay = cpu_ssd_decay,
+    .ssd_chunked = m2c_ssd_chunked,
+    .ssd_work_floats = m2c_ssd_work_floats,
+    .ssd_step = m2c_ssd_step,
+    .cross_entropy = cpu_cross_entropy,
+};

@@ -1,0 +1,65 @@
+/* The operations the layer loop calls, one table per backend. The CPU table (csrc/cpu/backend.c)
+ * points at the kernels of csrc/cpu/kernels.h; the CUDA table (csrc/cuda/backend.cu) lives in
+ * the separate mamba2c._cuda module and reaches the engine as a pointer in a capsule, so a
+ * CPU-only process never loads CUDA. Every entry has the meaning of the CPU kernel of the same
+ * name; pointers are memory of the backend (host memory or device memory). */
+#ifndef M2C_BACKEND_H
+#define M2C_BACKEND_H
+
+#include "mamba2c.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct m2c_backend {
+    const char *name;
+    int host_memory;   /* the engine may read argument buffers (ids) directly */
+    int64_t max_chunk; /* longest SSD chunk worth its quadratic in-chunk work */
+
+    /* Called at the start of each forward (thread counts, current device). */
+    m2c_status (*begin)(void);
+    /* Waits for queued work and reports any asynchronous failure. */
+    m2c_status (*finish)(void);
+    /* The message of this backend's last failure, kept by the module it was built into. */
+    const char *(*last_error)(void);
+
+    m2c_status (*alloc)(void **out, size_t bytes, const char *what);
+    void (*release)(void *p);
+    void (*copy)(void *dst, const void *src, size_t bytes);
+
+    void (*embedding)(float *out, const int64_t *ids, m2c_tensor table, int64_t R, int64_t D,
+                      int64_t V);
+    void (*rmsnorm)(float *out, const float *x, m2c_tensor weight, const float *row_scale,
+                    int64_t R, int64_t D, float eps);
+    void (*rmsnorm_gated)(float *out, const float *y, const float *z, int64_t ldz,
+                          m2c_tensor weight, int64_t R, int64_t I, int64_t group_size, float eps);
+    m2c_status (*linear)(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
+                         m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate);
+    void (*conv1d)(float *out, float *state, int has_state, const float *in, int64_t ldin,
+                   m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
+                   int64_t C, int64_t K, int silu);
+    void (*dt_softplus)(float *dt, const float *raw, int64_t ldraw, m2c_tensor dt_bias,
+                        int64_t R, int64_t H, float lo, float hi);
+    /* A[h] = -exp(A_log[h]) and D[h] in float32, for the SSD entries. */
+    void (*ssd_decay)(float *A, float *D, m2c_tensor A_log, m2c_tensor D_weight, int64_t H);
+    m2c_status (*ssd_chunked)(float *y, float *state, int has_state, const float *x,
+                              const float *Bm, const float *Cm, int64_t ldx, const float *dt,
+                              const float *A, const float *D, int64_t B, int64_t T, int64_t H,
+                              int64_t P, int64_t N, int64_t G, int64_t Q, float *work);
+    size_t (*ssd_work_floats)(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
+                              int64_t Q);
+    void (*ssd_step)(float *y, float *state, int has_state, const float *x, const float *Bm,
+                     const float *Cm, int64_t ldx, const float *dt, const float *A,
+                     const float *D, int64_t B, int64_t H, int64_t P, int64_t N, int64_t G);
+    /* *loss = mean next-token cross-entropy (NaN when no label counts), written to host memory. */
+    m2c_status (*cross_entropy)(float *loss, const float *logits, const int64_t *labels,
+                                int64_t B, int64_t T, int64_t V);
+};
+
+extern const m2c_backend m2c_cpu_backend;
+
+#ifdef __cplusplus
+}
+#endif
+#endif
