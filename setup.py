@@ -4,6 +4,10 @@ Environment:
   MAMBA2C_BLAS=auto|0|1   link OpenBLAS (found with pkg-config) for large float32 GEMMs (auto)
   MAMBA2C_WERROR=1        compile with -Werror (CI)
   MAMBA2C_DEBUG=1         -O0 -g, for debuggers and sanitizers
+  MAMBA2C_CUDA=auto|0|1   build the CUDA backend mamba2c._cuda when nvcc is found (auto)
+  MAMBA2C_CUDA_ARCHS      compute capabilities to build machine code for, ';'-separated
+                          (default "90"); PTX for the lowest one is embedded as well, so newer
+                          GPUs run it too
 """
 import glob
 import os
@@ -11,6 +15,7 @@ import shutil
 import subprocess
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def pkg_config(package, search_path=None):
@@ -71,4 +76,91 @@ def extension():
     )
 
 
-setup(ext_modules=[extension()])
+def cuda_home():
+    """The CUDA toolkit folder holding bin/nvcc, or None."""
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
+        if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+            return home
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        # nvcc on the PATH may be a wrapper script: ask nvcc where its toolkit is.
+        try:
+            out = subprocess.check_output([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o",
+                                           os.devnull], text=True, stderr=subprocess.STDOUT)
+            for line in out.splitlines():
+                if "TOP=" in line:
+                    return os.path.normpath(line.split("TOP=", 1)[1].strip())
+        except (OSError, subprocess.CalledProcessError):
+            pass
+        return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    return None
+
+
+def cuda_extension():
+    """mamba2c._cuda: the CUDA kernels (compiled by nvcc in BuildExt) and their binding, linked
+    with the static CUDA runtime. cuBLAS is opened at run time (csrc/cuda/cublas.cu)."""
+    mode = os.environ.get("MAMBA2C_CUDA", "auto")
+    home = cuda_home() if mode != "0" else None
+    if home is None:
+        if mode == "1":
+            raise RuntimeError("MAMBA2C_CUDA=1 but nvcc was not found (set CUDA_HOME)")
+        return None
+    libdirs = [d for d in (os.path.join(home, "lib64"), os.path.join(home, "lib"))
+               if os.path.exists(os.path.join(d, "libcudart_static.a"))]
+    if not libdirs:
+        if mode == "1":
+            raise RuntimeError(f"MAMBA2C_CUDA=1 but {home} has no libcudart_static.a")
+        print(f"mamba2c: {home} has no libcudart_static.a; not building the CUDA backend")
+        return None
+    cflags = ["-std=c11", "-Wall", "-Wextra", "-fvisibility=hidden", "-O3"]
+    if os.environ.get("MAMBA2C_WERROR") == "1":
+        cflags.append("-Werror")
+    ext = Extension(
+        "mamba2c._cuda",
+        sources=sorted(glob.glob("csrc/python/cuda/*.c")) + ["csrc/model/status.c"],
+        include_dirs=["csrc/include", os.path.join(home, "include")],
+        extra_compile_args=cflags,
+        extra_objects=[os.path.join(libdirs[0], "libcudart_static.a")],
+        extra_link_args=["-ldl", "-lpthread", "-lrt", "-lstdc++"],
+        depends=glob.glob("csrc/cuda/*") + glob.glob("csrc/model/*.h"),
+    )
+    ext.cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
+    ext.nvcc = os.path.join(home, "bin", "nvcc")
+    return ext
+
+
+class BuildExt(build_ext):
+    """Compiles an extension's .cu files with nvcc first and links their objects in."""
+
+    def build_extension(self, ext):
+        sources = getattr(ext, "cuda_sources", None)
+        if sources:
+            ext.extra_objects = self.compile_cuda(ext, sources) + list(ext.extra_objects)
+        super().build_extension(ext)
+
+    def compile_cuda(self, ext, sources):
+        archs = [a.strip() for a in os.environ.get("MAMBA2C_CUDA_ARCHS", "90").split(";")
+                 if a.strip()]
+        gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+        gencode.append(f"-gencode=arch=compute_{min(archs, key=int)},code=compute_"
+                       f"{min(archs, key=int)}")
+        flags = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC,-fvisibility=hidden",
+                 "-Icsrc/include", "-Icsrc/cuda", "--expt-relaxed-constexpr"] + gencode
+        if os.environ.get("MAMBA2C_WERROR") == "1":
+            flags += ["-Werror", "all-warnings"]
+        objects = []
+        for source in sources:
+            obj = os.path.join(self.build_temp, os.path.splitext(source)[0] + ".o")
+            os.makedirs(os.path.dirname(obj), exist_ok=True)
+            deps = [source] + ext.depends
+            if self.force or not os.path.exists(obj) or any(
+                    os.path.getmtime(d) > os.path.getmtime(obj) for d in deps):
+                cmd = [ext.nvcc, *flags, "-c", source, "-o", obj]
+                print(" ".join(cmd))
+                subprocess.check_call(cmd)
+            objects.append(obj)
+        return objects
+
+
+setup(ext_modules=[e for e in (extension(), cuda_extension()) if e is not None],
+      cmdclass={"build_ext": BuildExt})

@@ -7,7 +7,7 @@ import os
 # the OpenMP runtime loads, so only before the extension is imported; a user's setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import ops  # noqa: E402
+from . import cuda, ops  # noqa: E402
 from ._C import HAS_OPENBLAS  # noqa: E402
 from .cache import Mamba2Cache  # noqa: E402
 from .configuration import Mamba2Config  # noqa: E402

@@ -5,6 +5,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
+from . import cuda
 from .configuration import Mamba2Config
 
 
@@ -16,9 +17,9 @@ class Mamba2Cache:
     ssm_states: float32 [L, B, H, P, N].
     A model call with ``cache_params=cache`` continues from the state when
     ``has_previous_state`` is true, and always leaves the state after its last token;
-    ``seqlen_offset`` counts the tokens seen. `dtype` and `device` are accepted for
-    transformers' signature and ignored: the state is float32 on the CPU whatever the
-    weights are.
+    ``seqlen_offset`` counts the tokens seen. `device`: "cpu" (NumPy arrays) or "cuda:N"
+    (DeviceArrays), where the model runs. `dtype` is accepted for transformers' signature and
+    ignored: the state is float32 whatever the weights are.
     """
 
     def __init__(self, config: Mamba2Config, batch_size: int, dtype: Any = None,
@@ -35,19 +36,27 @@ class Mamba2Cache:
         self.intermediate_size = config.intermediate_size
         # The state is float32 whatever the weights are: 16-bit states drift over long decodes.
         self.dtype = "float32"
-        self.device = "cpu"
+        index = cuda.parse_device("cpu" if device is None else device)
+        self.device = "cpu" if index is None else f"cuda:{index}"
         L = config.num_hidden_layers
-        self.conv_states = np.zeros((L, self.batch_size, config.conv_dim, config.conv_kernel),
-                                    np.float32)
-        self.ssm_states = np.zeros((L, self.batch_size, config.num_heads, config.head_dim,
-                                    config.state_size), np.float32)
+        conv = (L, self.batch_size, config.conv_dim, config.conv_kernel)
+        ssm = (L, self.batch_size, config.num_heads, config.head_dim, config.state_size)
+        if index is None:
+            self.conv_states = np.zeros(conv, np.float32)
+            self.ssm_states = np.zeros(ssm, np.float32)
+        else:
+            self.conv_states = cuda.DeviceArray.zeros(conv, "float32", index)
+            self.ssm_states = cuda.DeviceArray.zeros(ssm, "float32", index)
         self.has_previous_state = False
         self.seqlen_offset = 0
 
     def reset(self) -> None:
         """Forget everything: zero states, as a fresh cache."""
-        self.conv_states[...] = 0
-        self.ssm_states[...] = 0
+        for states in (self.conv_states, self.ssm_states):
+            if isinstance(states, np.ndarray):
+                states[...] = 0
+            else:
+                cuda._cuda.zero(states.pointer, states.nbytes)
         self.has_previous_state = False
         self.seqlen_offset = 0
 
@@ -61,17 +70,29 @@ class Mamba2Cache:
         out = Mamba2Cache.__new__(Mamba2Cache)
         out.__dict__.update(self.__dict__)
         out.batch_size = int(index.size)
-        out.conv_states = np.ascontiguousarray(self.conv_states[:, index])
-        out.ssm_states = np.ascontiguousarray(self.ssm_states[:, index])
+        out.conv_states = self._place(np.asarray(self.conv_states)[:, index])
+        out.ssm_states = self._place(np.asarray(self.ssm_states)[:, index])
         return out
+
+    def _place(self, host: np.ndarray) -> "np.ndarray | cuda.DeviceArray":
+        """A host array where this cache keeps its state."""
+        host = np.ascontiguousarray(host)
+        if self.device == "cpu":
+            return host
+        return cuda.DeviceArray.from_numpy(host, device=cuda.parse_device(self.device))
 
     def reorder_cache(self, beam_idx: Union[Sequence[int], np.ndarray]) -> None:
         """Reorders the batch rows in place (beam search)."""
         picked = self.select(beam_idx)
         if picked.batch_size != self.batch_size:
             raise ValueError("reorder_cache keeps the batch size; use select() to change it")
-        self.conv_states[...] = picked.conv_states
-        self.ssm_states[...] = picked.ssm_states
+        # Into the same buffers: whoever holds them (a captured CUDA graph) sees the new order.
+        for mine, new in ((self.conv_states, picked.conv_states),
+                          (self.ssm_states, picked.ssm_states)):
+            if isinstance(mine, np.ndarray):
+                mine[...] = new
+            else:
+                cuda._cuda.copy(mine.pointer, new.pointer, mine.nbytes)
 
     def copy(self) -> "Mamba2Cache":
         """An independent copy (the arrays are copied)."""

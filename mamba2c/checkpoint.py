@@ -19,7 +19,7 @@ import numpy as np
 
 # modeling imports this module for the mixin, so only the module is bound here; its functions
 # are looked up when called.
-from . import modeling
+from . import cuda, modeling
 from .configuration import CONFIG_NAME, Mamba2Config, _not_found
 from .dtypes import convert, dtype_name, from_float32
 from .safetensors import (WEIGHTS_INDEX_NAME, WEIGHTS_NAME, _read_index, load_checkpoint_dir,
@@ -150,11 +150,6 @@ def checkpoint_directory(path: PathLike) -> str:
     raise _not_found(directory, directory)  # says how to download a hub id
 
 
-def _check_device(device: Any) -> None:
-    if device is not None and str(device) != "cpu":
-        raise ValueError(f"device {device!r} is not available: this build runs on the CPU")
-
-
 # ----------------------------------------------------------------------------- loading steps
 
 def _tensor_count(config: Mamba2Config, with_lm_head: bool) -> int:
@@ -195,9 +190,7 @@ def _bare_model(cls: Any, config: Mamba2Config, dtype: str) -> Any:
     model.config = config
     model._dtype = dtype
     model._weights = {}
-    model._engine = None
-    model.training = False
-    model.prefill_chunk = 0
+    model._init_runtime()
     return model
 
 
@@ -374,9 +367,10 @@ class CheckpointMixin:
         ``model.loading_info`` (and returned with ``output_loading_info=True`` as
         ``(model, loading_info)``). `progress`: a progress bar (tqdm) while loading; None
         shows one for checkpoints of 1 GB or more. Other keyword arguments override config
-        fields; transformers' download options are ignored.
+        fields; transformers' download options are ignored. `device`: "cpu", or "cuda" /
+        "cuda:N" to put the weights on that GPU (see :mod:`mamba2c.cuda`).
         """
-        _check_device(device)
+        device_index = cuda.parse_device("cpu" if device is None else device)
         dtype = kwargs.pop("torch_dtype", dtype)
         directory = checkpoint_directory(pretrained_model_name_or_path)
         if config is None:
@@ -406,6 +400,8 @@ class CheckpointMixin:
         if missing:
             weights.update(_initial_values(config, cls._with_lm_head, missing, model._dtype))
         model._weights = {name: weights[name] for name in expected}  # the engine's order
+        if device_index is not None:
+            model.to(device=f"cuda:{device_index}")
 
         model.loading_info = {"missing_keys": missing_keys,
                               "unexpected_keys": unexpected + unused_heads,
@@ -434,9 +430,9 @@ class CheckpointMixin:
             raise NotADirectoryError(f"{directory!r} should be a directory, not a file")
         os.makedirs(directory, exist_ok=True)
 
-        tensors = {self._prefix(name): (array, self._dtype)
-                   for name, array in self._weights.items()}
-        total = sum(array.nbytes for array in self._weights.values())
+        host = self._host_weights()
+        tensors = {self._prefix(name): (array, self._dtype) for name, array in host.items()}
+        total = sum(array.nbytes for array in host.values())
         bar = _Progress(_wants_progress(progress, total), 0, "Writing model shards", "file")
 
         def report(done: int, files: int) -> None:  # called once per file written

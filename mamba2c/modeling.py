@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 
 import numpy as np
 
-from . import _C
+from . import _C, cuda
 from .cache import Mamba2Cache
 from .checkpoint import CheckpointMixin
 from .configuration import Mamba2Config, html_table
+from .cuda import DeviceArray
 from .dtypes import STORAGE, as_numpy, convert, dtype_name, from_float32, public_view
 from .generation import GenerationMixin
 from .outputs import Mamba2CausalLMOutput, Mamba2Output
@@ -95,6 +96,11 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _storage(array: np.ndarray, dtype: str) -> np.ndarray:
+    """The storage form of a public weight array (bfloat16 as its uint16 bits)."""
+    return np.ascontiguousarray(array).view(STORAGE[dtype][0])
+
+
 def _int_array(value: Any, name: str) -> np.ndarray:
     array, _ = as_numpy(value)
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
@@ -105,11 +111,13 @@ def _int_array(value: Any, name: str) -> np.ndarray:
 class Mamba2PreTrainedModel(CheckpointMixin):
     """Shared weight handling of Mamba2Model and Mamba2ForCausalLM.
 
-    ``Mamba2Model(config, dtype="float32", seed=None)`` builds a model with fresh weights,
-    initialised as transformers initialises a new Mamba2 model; `seed` (an int) makes them
-    reproducible. `dtype` is the storage type of the weights: "float32", "bfloat16" or
+    ``Mamba2Model(config, dtype="float32", seed=None, device="cpu")`` builds a model with fresh
+    weights, initialised as transformers initialises a new Mamba2 model; `seed` (an int) makes
+    them reproducible. `dtype` is the storage type of the weights: "float32", "bfloat16" or
     "float16" (NumPy, ml_dtypes and torch dtypes are accepted too); computation is float32
-    whatever it is. Use :meth:`from_pretrained` to load a checkpoint instead.
+    whatever it is (on a GPU, products of 16-bit weights run on tensor cores with float32
+    accumulation). `device`: "cpu", or "cuda" / "cuda:N". Use :meth:`from_pretrained` to load
+    a checkpoint instead.
     """
 
     config_class = Mamba2Config
@@ -118,18 +126,35 @@ class Mamba2PreTrainedModel(CheckpointMixin):
     _with_lm_head = False
 
     def __init__(self, config: Mamba2Config, dtype: Any = "float32",
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, device: Any = "cpu") -> None:
         if not isinstance(config, Mamba2Config):
             raise TypeError(f"config must be a Mamba2Config, got {type(config).__name__}")
         self.config = config
         self._dtype = dtype_name(dtype)
-        self._weights: dict[str, np.ndarray] = {}
+        self._init_runtime()
+        self._weights = init_weights(config, np.random.default_rng(seed), self._with_lm_head,
+                                     self._dtype)
+        self.to(device=device)
+
+    def _init_runtime(self) -> None:
+        self._weights: Dict[str, Any] = {}  # NumPy arrays on the CPU, DeviceArrays on a GPU
         self._engine: Any = None
+        self._device: Optional[int] = None  # the GPU index, None on the CPU
+        self._decoder: Any = None  # CUDA graphs of decode steps (see cuda_decode.py)
         self.training = False
         #: tokens per piece of a long prompt (0: the engine picks); pieces carry the state forward
         self.prefill_chunk = 0
-        self._weights = init_weights(config, np.random.default_rng(seed), self._with_lm_head,
-                                     self._dtype)
+
+    def _drop_engine(self) -> None:
+        """Forget everything built over the weights (after they change)."""
+        self._engine = None
+        self._decoder = None
+
+    def _host_weights(self) -> Dict[str, np.ndarray]:
+        """The weights as NumPy storage arrays (copied from the GPU when they are there)."""
+        if self._device is None:
+            return self._weights
+        return {k: _storage(v.numpy(), self._dtype) for k, v in self._weights.items()}
 
     # ---- properties like torch modules ----
     @property
@@ -139,8 +164,8 @@ class Mamba2PreTrainedModel(CheckpointMixin):
 
     @property
     def device(self) -> str:
-        """Always "cpu" in this release."""
-        return "cpu"
+        """Where the weights are and the model computes: "cpu" or "cuda:N"."""
+        return "cpu" if self._device is None else f"cuda:{self._device}"
 
     def eval(self: _Model) -> _Model:
         """Returns the model (it is always in inference mode)."""
@@ -155,18 +180,35 @@ class Mamba2PreTrainedModel(CheckpointMixin):
 
     def to(self: _Model, dtype: Any = None, device: Any = None) -> _Model:
         """Converts the weights to another dtype ("float32", "bfloat16", "float16", or a NumPy,
-        ml_dtypes or torch dtype), in place, and returns the model. ``to("cpu")`` and
-        ``device="cpu"`` do nothing; any other device raises ValueError."""
-        if device is not None and str(device) != "cpu":
-            raise ValueError(f"device {device!r} is not available: this build runs on the CPU")
-        if dtype is not None and str(dtype) in ("cpu",):
-            return self
-        if dtype is not None:
+        ml_dtypes or torch dtype) and/or moves them to a device ("cpu", "cuda", "cuda:N", or a
+        torch device), in place, and returns the model. ``to("cuda")`` works as in torch."""
+        if dtype is not None and (str(dtype) == "cpu" or str(dtype).startswith("cuda")):
+            dtype, device = None, dtype
+        target = self._device if device is None else cuda.parse_device(device)
+        if dtype is not None and dtype_name(dtype) != self._dtype:
             new = dtype_name(dtype)
-            self._weights = {k: convert(v, self._dtype, new) for k, v in self._weights.items()}
-            self._dtype = new
-            self._engine = None
+            host = self._host_weights()
+            self._weights = {k: convert(v, self._dtype, new) for k, v in host.items()}
+            self._dtype, self._device = new, None
+            self._drop_engine()
+        if target != self._device:
+            host = self._host_weights()
+            if target is None:
+                self._weights = host
+            else:
+                self._weights = {k: DeviceArray.from_numpy(v, self._dtype, target)
+                                 for k, v in host.items()}
+            self._device = target
+            self._drop_engine()
         return self
+
+    def cuda(self: _Model, device: Optional[int] = None) -> _Model:
+        """``to("cuda")`` (or ``to(f"cuda:{device}")``)."""
+        return self.to(device="cuda" if device is None else f"cuda:{device}")
+
+    def cpu(self: _Model) -> _Model:
+        """``to("cpu")``."""
+        return self.to(device="cpu")
 
     def float(self: _Model) -> _Model:
         """``to("float32")``."""
@@ -205,12 +247,14 @@ class Mamba2PreTrainedModel(CheckpointMixin):
 
     def state_dict(self) -> Dict[str, np.ndarray]:
         """Parameters under transformers' names; bfloat16 ones as ml_dtypes.bfloat16 when that is
-        installed (otherwise as their uint16 bits). Read-only views of the model's weights."""
+        installed (otherwise as their uint16 bits). Read-only views of the model's weights; on
+        a GPU, the DeviceArrays holding them."""
         out = {}
         for name, array in self._weights.items():
-            view = public_view(array, self._dtype).view()
-            view.flags.writeable = False
-            out[self._prefix(name)] = view
+            if self._device is None:
+                array = public_view(array, self._dtype).view()
+                array.flags.writeable = False
+            out[self._prefix(name)] = array
         if self._with_lm_head and self.config.tie_word_embeddings:
             out["lm_head.weight"] = out["backbone.embeddings.weight"]
         return out
@@ -238,6 +282,12 @@ class Mamba2PreTrainedModel(CheckpointMixin):
                            f"unexpected {unexpected}")
         converted = {}
         for name, value in incoming.items():
+            if self._device is not None:
+                converted[name] = cuda.to_device(value, self._device, self._dtype)
+                if converted[name].shape != expected[name]:
+                    raise ValueError(f"{self._prefix(name)} has shape {converted[name].shape}, "
+                                     f"expected {expected[name]}")
+                continue
             array, src = as_numpy(value)
             if tuple(array.shape) != expected[name]:
                 raise ValueError(f"{self._prefix(name)} has shape {tuple(array.shape)}, "
@@ -248,13 +298,15 @@ class Mamba2PreTrainedModel(CheckpointMixin):
                 array, src = array.astype(np.float32), "float32"
             converted[name] = np.ascontiguousarray(convert(array, src, self._dtype))
         self._weights.update(converted)
-        self._engine = None
+        self._drop_engine()
         return missing, unexpected
 
     # ---- engine ----
     def _weight(self, name: str):
         array = self._weights.get(name)
-        return None if array is None else (array, STORAGE[self._dtype][1])
+        if array is None:
+            return None
+        return (array if self._device is None else array.pointer, STORAGE[self._dtype][1])
 
     def _get_engine(self):
         if self._engine is None:
@@ -273,8 +325,9 @@ class Mamba2PreTrainedModel(CheckpointMixin):
             if self._with_lm_head:
                 lm_head = self._weight("embeddings.weight" if c.tie_word_embeddings
                                        else "lm_head.weight")
+            backend = None if self._device is None else cuda._cuda.backend()
             self._engine = _C.Engine(engine_config, self._weight("embeddings.weight"),
-                                     self._weight("norm_f.weight"), lm_head, layers)
+                                     self._weight("norm_f.weight"), lm_head, layers, backend)
         return self._engine
 
     def _prepare_inputs(self, input_ids, inputs_embeds, attention_mask):
@@ -328,17 +381,20 @@ class Mamba2PreTrainedModel(CheckpointMixin):
             raise TypeError(f"cache_params must be a Mamba2Cache, got {type(cache).__name__}")
         if cache is not None and cache.batch_size != B:
             raise ValueError(f"cache_params holds {cache.batch_size} sequences, the input {B}")
+        if cache is not None and cache.device != self.device:
+            raise ValueError(f"cache_params is on {cache.device}, the model on {self.device}")
         if cache is None and use_cache:
-            cache = Mamba2Cache(c, B)
-        hidden = (np.empty((c.num_hidden_layers + 1, B, T, c.hidden_size), np.float32)
+            cache = Mamba2Cache(c, B, device=self.device)
+        new = self._new_output
+        hidden = (new((c.num_hidden_layers + 1, B, T, c.hidden_size))
                   if output_hidden_states else None)
         # The LM head's caller never sees the final hidden state unless it asked for all of them.
         wants_last = hidden is None and logits_to_keep is None
-        last = np.empty((B, T, c.hidden_size), np.float32) if wants_last else None
+        last = new((B, T, c.hidden_size)) if wants_last else None
         positions = logits = lab = None
         if logits_to_keep is not None:
             positions = self._logit_positions(logits_to_keep, T)
-            logits = np.empty((B, positions.size, c.vocab_size), np.float32)
+            logits = new((B, positions.size, c.vocab_size))
         if labels is not None:
             lab = _int_array(labels, "labels")
             if lab.shape != (B, T):
@@ -349,14 +405,20 @@ class Mamba2PreTrainedModel(CheckpointMixin):
                                  f"{c.vocab_size}) and not the ignore index -100")
             if positions is None or positions.size != T:
                 raise ValueError("labels need the logits of every position: use logits_to_keep=0")
+        buffers = dict(input_ids=ids, inputs_embeds=embeds, attention_mask=mask, labels=lab,
+                       conv_states=None if cache is None else cache.conv_states,
+                       ssm_states=None if cache is None else cache.ssm_states,
+                       last_hidden=last, hidden_states=hidden, logits=logits)
+        if self._device is not None:
+            cuda._cuda.set_device(self._device)
+            placed = {k: None if v is None else cuda.to_device(v, self._device)
+                      for k, v in buffers.items()}  # held until the call returns
+            buffers = {k: None if v is None else v.pointer for k, v in placed.items()}
         try:
             loss = self._get_engine().forward(
-                B, T, input_ids=ids, inputs_embeds=embeds, attention_mask=mask, labels=lab,
-                conv_states=None if cache is None else cache.conv_states,
-                ssm_states=None if cache is None else cache.ssm_states,
-                has_state=cache is not None and cache.has_previous_state,
-                last_hidden=last, hidden_states=hidden, logits=logits, logit_positions=positions,
-                want_loss=lab is not None, prefill_tokens=int(self.prefill_chunk))
+                B, T, **buffers, has_state=cache is not None and cache.has_previous_state,
+                logit_positions=positions, want_loss=lab is not None,
+                prefill_tokens=int(self.prefill_chunk))
         except KeyboardInterrupt:
             # Stopped between layers: the cache holds some layers' update and not others'.
             if cache is not None:
@@ -367,8 +429,14 @@ class Mamba2PreTrainedModel(CheckpointMixin):
             cache.seqlen_offset += T
         if hidden is not None:
             last = hidden[-1]
-            hidden = tuple(hidden)
+            hidden = tuple(hidden[i] for i in range(c.num_hidden_layers + 1))
         return last, hidden, logits, loss, cache if use_cache else None
+
+    def _new_output(self, shape: Tuple[int, ...]) -> Any:
+        """An uninitialised float32 output the engine fills, where the model computes."""
+        if self._device is None:
+            return np.empty(shape, np.float32)
+        return DeviceArray.empty(shape, "float32", self._device)
 
     @staticmethod
     def _logit_positions(logits_to_keep, T: int) -> np.ndarray:
@@ -504,7 +572,9 @@ class Mamba2ForCausalLM(GenerationMixin, Mamba2PreTrainedModel):
             input_ids, inputs_embeds, attention_mask, cache_params, use_cache,
             output_hidden_states, logits_to_keep=positions, labels=labels)
         if order is not None:
-            logits = logits[:, order]
+            logits = np.asarray(logits)[:, order]
+            if self._device is not None:
+                logits = DeviceArray.from_numpy(logits, device=self._device)
         loss = None if loss is None else np.float32(loss)
         if not return_dict:
             out = tuple(v for v in (logits, cache, hidden) if v is not None)

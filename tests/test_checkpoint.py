@@ -441,8 +441,11 @@ def test_hub_id_and_bad_arguments(tmp_path, tiny_dir, monkeypatch):
         mamba2c.Mamba2ForCausalLM.from_pretrained("state-spaces/mamba2-130m")
     with pytest.raises(NotADirectoryError):
         mamba2c.Mamba2ForCausalLM.from_pretrained(os.path.join(tiny_dir, "config.json"))
-    with pytest.raises(ValueError, match="CPU"):
-        mamba2c.Mamba2ForCausalLM.from_pretrained(tiny_dir, device="cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        mamba2c.Mamba2ForCausalLM.from_pretrained(tiny_dir, device="tpu")
+    if not mamba2c.cuda.is_available():
+        with pytest.raises(RuntimeError, match="not available"):
+            mamba2c.Mamba2ForCausalLM.from_pretrained(tiny_dir, device="cuda")
     with pytest.raises(TypeError, match="not_an_option"):
         mamba2c.Mamba2ForCausalLM.from_pretrained(tiny_dir, not_an_option=1)
     model = mamba2c.Mamba2ForCausalLM.from_pretrained(tiny_dir, use_cache=False, cache_dir="x")

@@ -1,9 +1,15 @@
 /* mamba2c._C.Engine: a model's config and borrowed weight buffers, and its forward call.
  * The engine holds the weight buffers (Py_buffer) for its whole life, so the arrays cannot be
- * freed or resized under it; Python replaces the engine when the weights change. */
+ * freed or resized under it; Python replaces the engine when the weights change.
+ *
+ * With a backend capsule (mamba2c._cuda.backend()) the engine computes on that backend and
+ * every weight and forward buffer is a device pointer given as an int; Python's DeviceArray
+ * objects own that memory and the model keeps them alive as long as the engine. */
 #include "binding.h"
 
 #include <string.h>
+
+#include "../model/backend.h"
 
 enum { LAYER_TENSORS = 11 };
 
@@ -14,7 +20,60 @@ typedef struct {
     m2c_layer_weights *layers;
     Py_buffer *views; /* every weight view held, LAYER_TENSORS per layer + 3 */
     Py_ssize_t n_views;
+    int on_device;    /* buffers are device pointers */
 } EngineObject;
+
+/* A device weight: (pointer, dtype code) or None. */
+static int device_weight(PyObject *spec, m2c_tensor *out, const char *name, int required) {
+    memset(out, 0, sizeof *out);
+    if (spec == Py_None) {
+        if (!required) return 0;
+        PyErr_Format(PyExc_ValueError, "weight %s is required", name);
+        return -1;
+    }
+    PyObject *ptr;
+    int dtype;
+    if (!PyTuple_Check(spec) || !PyArg_ParseTuple(spec, "O!i", &PyLong_Type, &ptr, &dtype)) {
+        PyErr_Format(PyExc_TypeError, "device weight %s must be a (pointer, dtype code) pair",
+                     name);
+        return -1;
+    }
+    if (dtype < M2C_F32 || dtype > M2C_F16) {
+        PyErr_Format(PyExc_TypeError, "weight %s has an unknown dtype code %d", name, dtype);
+        return -1;
+    }
+    out->data = PyLong_AsVoidPtr(ptr);
+    out->dtype = (m2c_dtype)dtype;
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static int weight(EngineObject *self, PyObject *spec, Py_buffer *view, m2c_tensor *out,
+                  const char *name, Py_ssize_t count, int required) {
+    if (self->on_device) return device_weight(spec, out, name, required);
+    return m2c_get_weight(spec, view, out, name, count, required);
+}
+
+/* "O&" converter: an int pointer. */
+static int pointer_converter(PyObject *obj, void *out) {
+    if (!PyLong_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "expected a pointer (int)");
+        return 0;
+    }
+    *(void **)out = PyLong_AsVoidPtr(obj);
+    return !PyErr_Occurred();
+}
+
+/* A device buffer argument: an int pointer or None. */
+static int device_pointer(PyObject *obj, void **out, const char *name) {
+    *out = NULL;
+    if (obj == Py_None) return 0;
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a device pointer (int) or None", name);
+        return -1;
+    }
+    *out = PyLong_AsVoidPtr(obj);
+    return PyErr_Occurred() ? -1 : 0;
+}
 
 static void Engine_dealloc(EngineObject *self) {
     m2c_engine_destroy(self->engine);
@@ -42,11 +101,17 @@ static int add(Py_ssize_t *out, Py_ssize_t a, Py_ssize_t b) {
 }
 
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"config", "embeddings", "norm_f", "lm_head", "layers", NULL};
-    PyObject *cfg, *emb, *norm_f, *lm_head, *layers;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOOO!", kwlist, &PyTuple_Type, &cfg, &emb,
-                                     &norm_f, &lm_head, &PyList_Type, &layers))
+    static char *kwlist[] = {"config", "embeddings", "norm_f", "lm_head", "layers", "backend",
+                             NULL};
+    PyObject *cfg, *emb, *norm_f, *lm_head, *layers, *backend = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOOO!|O", kwlist, &PyTuple_Type, &cfg, &emb,
+                                     &norm_f, &lm_head, &PyList_Type, &layers, &backend))
         return -1;
+    const m2c_backend *be = &m2c_cpu_backend;
+    if (backend != Py_None) {
+        be = PyCapsule_GetPointer(backend, "mamba2c.backend");
+        if (!be) return -1;
+    }
     if (self->engine || self->views) { /* a second __init__ would drop the held views */
         PyErr_SetString(PyExc_RuntimeError, "Engine is already initialised");
         return -1;
@@ -77,10 +142,11 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds) {
         PyErr_NoMemory();
         return -1;
     }
+    self->on_device = !be->host_memory;
     m2c_weights w = {0};
-    if (m2c_get_weight(emb, &self->views[0], &w.embeddings, "embeddings", VD, 1) < 0 ||
-        m2c_get_weight(norm_f, &self->views[1], &w.norm_f, "norm_f", D, 1) < 0 ||
-        m2c_get_weight(lm_head, &self->views[2], &w.lm_head, "lm_head", VD, 0) < 0)
+    if (weight(self, emb, &self->views[0], &w.embeddings, "embeddings", VD, 1) < 0 ||
+        weight(self, norm_f, &self->views[1], &w.norm_f, "norm_f", D, 1) < 0 ||
+        weight(self, lm_head, &self->views[2], &w.lm_head, "lm_head", VD, 0) < 0)
         return -1;
     static const char *names[LAYER_TENSORS] = {"norm",   "in_proj",    "in_proj.bias",
                                                "conv1d", "conv1d.bias", "dt_bias",
@@ -103,13 +169,13 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds) {
         for (int i = 0; i < LAYER_TENSORS; i++) {
             char name[64];
             snprintf(name, sizeof name, "layers.%zd.%s", l, names[i]);
-            if (m2c_get_weight(PyTuple_GET_ITEM(spec, i), &self->views[3 + l * LAYER_TENSORS + i],
-                               slots[i], name, counts[i], required[i]) < 0)
+            if (weight(self, PyTuple_GET_ITEM(spec, i), &self->views[3 + l * LAYER_TENSORS + i],
+                       slots[i], name, counts[i], required[i]) < 0)
                 return -1;
         }
     }
     w.layers = self->layers;
-    m2c_status st = m2c_engine_create(&self->engine, c, &w);
+    m2c_status st = m2c_engine_create_on(&self->engine, c, &w, be);
     if (st != M2C_OK) {
         m2c_raise(st);
         return -1;
@@ -121,19 +187,20 @@ static PyObject *Engine_forward(EngineObject *self, PyObject *args, PyObject *kw
     static char *kwlist[] = {"batch",       "tokens",        "input_ids",     "inputs_embeds",
                              "attention_mask", "labels",     "conv_states",   "ssm_states",
                              "has_state",   "last_hidden",   "hidden_states", "logits",
-                             "logit_positions", "want_loss", "prefill_tokens", NULL};
+                             "logit_positions", "want_loss", "prefill_tokens", "workspace", NULL};
     long long B, T, prefill = 0;
     int has_state = 0, want_loss = 0;
     PyObject *ids = Py_None, *embeds = Py_None, *mask = Py_None, *labels = Py_None,
              *conv = Py_None, *ssm = Py_None, *last = Py_None, *hidden = Py_None,
-             *logits = Py_None, *positions = Py_None;
+             *logits = Py_None, *positions = Py_None, *workspace = Py_None;
     if (!self->engine) {
         PyErr_SetString(PyExc_RuntimeError, "Engine is not initialised");
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LL|$OOOOOOpOOOOpL", kwlist, &B, &T, &ids,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LL|$OOOOOOpOOOOpLO", kwlist, &B, &T, &ids,
                                      &embeds, &mask, &labels, &conv, &ssm, &has_state, &last,
-                                     &hidden, &logits, &positions, &want_loss, &prefill))
+                                     &hidden, &logits, &positions, &want_loss, &prefill,
+                                     &workspace))
         return NULL;
     const m2c_config *c = &self->config;
     Py_ssize_t BT, BTD, LB, IN, conv_n, ssm_n, hidden_n, n_logits = 0, logits_n = 0;
@@ -158,15 +225,30 @@ static PyObject *Engine_forward(EngineObject *self, PyObject *args, PyObject *kw
         n_logits = v[9].len / 8;
         if (mul(&logits_n, n_logits, c->vocab_size) || mul(&logits_n, logits_n, B)) goto done;
     }
-    if (m2c_get_optional_array(ids, &v[0], "input_ids", ARRAY_I64, BT, 0) < 0 ||
-        m2c_get_optional_array(embeds, &v[1], "inputs_embeds", ARRAY_F32, BTD, 0) < 0 ||
-        m2c_get_optional_array(mask, &v[2], "attention_mask", ARRAY_F32, BT, 0) < 0 ||
-        m2c_get_optional_array(labels, &v[3], "labels", ARRAY_I64, BT, 0) < 0 ||
-        m2c_get_optional_array(conv, &v[4], "conv_states", ARRAY_F32, conv_n, 1) < 0 ||
-        m2c_get_optional_array(ssm, &v[5], "ssm_states", ARRAY_F32, ssm_n, 1) < 0 ||
-        m2c_get_optional_array(last, &v[6], "last_hidden", ARRAY_F32, BTD, 1) < 0 ||
-        m2c_get_optional_array(hidden, &v[7], "hidden_states", ARRAY_F32, hidden_n, 1) < 0 ||
-        m2c_get_optional_array(logits, &v[8], "logits", ARRAY_F32, logits_n, 1) < 0)
+    if (self->on_device) {
+        /* Device buffers: Python sized them from the same config (cuda.py). */
+        PyObject *objs[9] = {ids, embeds, mask, labels, conv, ssm, last, hidden, logits};
+        static const char *names[9] = {"input_ids",  "inputs_embeds", "attention_mask",
+                                       "labels",     "conv_states",   "ssm_states",
+                                       "last_hidden", "hidden_states", "logits"};
+        for (int i = 0; i < 9; i++)
+            if (device_pointer(objs[i], &v[i].buf, names[i]) < 0) goto done;
+    } else if (m2c_get_optional_array(ids, &v[0], "input_ids", ARRAY_I64, BT, 0) < 0 ||
+               m2c_get_optional_array(embeds, &v[1], "inputs_embeds", ARRAY_F32, BTD, 0) < 0 ||
+               m2c_get_optional_array(mask, &v[2], "attention_mask", ARRAY_F32, BT, 0) < 0 ||
+               m2c_get_optional_array(labels, &v[3], "labels", ARRAY_I64, BT, 0) < 0 ||
+               m2c_get_optional_array(conv, &v[4], "conv_states", ARRAY_F32, conv_n, 1) < 0 ||
+               m2c_get_optional_array(ssm, &v[5], "ssm_states", ARRAY_F32, ssm_n, 1) < 0 ||
+               m2c_get_optional_array(last, &v[6], "last_hidden", ARRAY_F32, BTD, 1) < 0 ||
+               m2c_get_optional_array(hidden, &v[7], "hidden_states", ARRAY_F32, hidden_n, 1) < 0 ||
+               m2c_get_optional_array(logits, &v[8], "logits", ARRAY_F32, logits_n, 1) < 0) {
+        goto done;
+    }
+    void *ws_data = NULL;
+    Py_ssize_t ws_bytes = 0;
+    if (workspace != Py_None &&
+        (!PyTuple_Check(workspace) || !PyArg_ParseTuple(workspace, "O&n", pointer_converter,
+                                                        &ws_data, &ws_bytes)))
         goto done;
 
     float loss = 0;
@@ -193,7 +275,8 @@ static PyObject *Engine_forward(EngineObject *self, PyObject *args, PyObject *kw
     m2c_sigint_begin(&guard);
     if (!guard.installed) fa.stop = NULL; /* another thread's call owns the flag */
     Py_BEGIN_ALLOW_THREADS
-    st = m2c_engine_forward(self->engine, &fa, prefill);
+    st = ws_data ? m2c_engine_forward_in(self->engine, &fa, prefill, ws_data, (size_t)ws_bytes)
+                 : m2c_engine_forward(self->engine, &fa, prefill);
     Py_END_ALLOW_THREADS
     m2c_sigint_end(&guard);
     if (st != M2C_OK)
@@ -203,8 +286,24 @@ static PyObject *Engine_forward(EngineObject *self, PyObject *args, PyObject *kw
     else
         result = Py_NewRef(Py_None);
 done:
-    for (int i = 0; i < 10; i++) m2c_release(&v[i]);
+    for (int i = 0; i < 10; i++)
+        if (!self->on_device || i == 9) m2c_release(&v[i]);
     return result;
+}
+
+static PyObject *Engine_workspace_bytes(EngineObject *self, PyObject *args) {
+    long long B, T, prefill = 0;
+    if (!self->engine) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine is not initialised");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "LL|L", &B, &T, &prefill)) return NULL;
+    size_t bytes = m2c_engine_workspace_bytes(self->engine, B, T, prefill);
+    if (bytes == 0) {
+        PyErr_SetString(PyExc_ValueError, "no workspace fits this batch and token count");
+        return NULL;
+    }
+    return PyLong_FromSize_t(bytes);
 }
 
 static PyMethodDef Engine_methods[] = {
@@ -212,7 +311,10 @@ static PyMethodDef Engine_methods[] = {
      "forward(batch, tokens, *, input_ids=None, inputs_embeds=None, attention_mask=None, "
      "labels=None, conv_states=None, ssm_states=None, has_state=False, last_hidden=None, "
      "hidden_states=None, logits=None, logit_positions=None, want_loss=False, prefill_tokens=0)\n"
-     "Runs every layer in one call on caller-owned buffers; returns the loss or None."},
+     "Runs every layer in one call on caller-owned buffers; returns the loss or None.\n"
+     "workspace=(pointer, bytes) runs on that scratch memory instead of the engine's."},
+    {"workspace_bytes", (PyCFunction)Engine_workspace_bytes, METH_VARARGS,
+     "workspace_bytes(batch, tokens, prefill_tokens=0) -> scratch bytes of such a call"},
     {NULL, NULL, 0, NULL},
 };
 

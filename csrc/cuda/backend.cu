@@ -1,0 +1,177 @@
+/* The CUDA operation table: device memory, the kernels of kernels.cuh, cuBLAS for large
+ * products. Everything is queued on one stream per device; the forward waits once, at the end
+ * (finish), unless the stream is being captured into a graph. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "../model/backend.h"
+#include "../model/status.h"
+#include "cublas.cuh"
+#include "kernels.cuh"
+
+enum { MAX_DEVICES = 64 };
+
+static cudaStream_t streams[MAX_DEVICES];
+static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
+
+cudaStream_t m2c_cuda_stream(void) {
+    int device = 0;
+    cudaGetDevice(&device);
+    if (device < 0 || device >= MAX_DEVICES) return 0;
+    pthread_mutex_lock(&streams_lock);
+    /* A blocking stream: work that other libraries queue on the legacy default stream (torch's
+     * copies, our own synchronous copies) stays ordered with ours. */
+    if (!streams[device]) cudaStreamCreate(&streams[device]);
+    cudaStream_t s = streams[device];
+    pthread_mutex_unlock(&streams_lock);
+    return s;
+}
+
+static m2c_status cuda_failed(cudaError_t err, const char *doing) {
+    return m2c_fail(err == cudaErrorMemoryAllocation ? M2C_ERR_MEMORY : M2C_ERR_RUNTIME,
+                    "CUDA error while %s: %s", doing, cudaGetErrorString(err));
+}
+
+static m2c_status cuda_begin(void) {
+    cudaError_t err = cudaGetLastError(); /* a failure left by earlier work would be blamed on us */
+    if (err != cudaSuccess) return cuda_failed(err, "starting the forward");
+    return M2C_OK;
+}
+
+static m2c_status cuda_finish(void) {
+    cudaStream_t s = m2c_cuda_stream();
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    cudaError_t err = cudaStreamIsCapturing(s, &capture);
+    if (err == cudaSuccess && capture == cudaStreamCaptureStatusNone) err = cudaStreamSynchronize(s);
+    if (err == cudaSuccess) err = cudaGetLastError();
+    return err == cudaSuccess ? M2C_OK : cuda_failed(err, "running the forward");
+}
+
+static m2c_status cuda_alloc(void **out, size_t bytes, const char *what) {
+    *out = NULL;
+    cudaError_t err = cudaMalloc(out, bytes ? bytes : 1);
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        *out = NULL;
+        size_t free_bytes = 0, total = 0;
+        cudaMemGetInfo(&free_bytes, &total);
+        return m2c_fail(M2C_ERR_MEMORY, "%s needs %zu bytes of GPU memory; %zu of %zu are free "
+                        "(%s)", what, bytes, free_bytes, total, cudaGetErrorString(err));
+    }
+    return M2C_OK;
+}
+
+static void cuda_release(void *p) {
+    if (p) cudaFree(p);
+}
+
+static void cuda_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, m2c_cuda_stream());
+}
+
+static void cuda_embedding(float *out, const int64_t *ids, m2c_tensor table, int64_t R,
+                           int64_t D, int64_t V) {
+    m2c_cuda_embedding(out, ids, R, table, 1, R, D, V);
+}
+
+/* Activations rounded to the weights' 16-bit type for tensor-core products, in a per-device
+ * buffer that only grows (between graph captures the sizes it has seen are reused). */
+static struct {
+    void *data;
+    size_t bytes;
+} rounded[MAX_DEVICES];
+
+static m2c_status rounded_buffer(size_t bytes, void **out) {
+    int device = 0;
+    cudaGetDevice(&device);
+    if (device < 0 || device >= MAX_DEVICES) return m2c_fail(M2C_ERR_RUNTIME, "bad device");
+    if (rounded[device].bytes < bytes) {
+        cudaStreamSynchronize(m2c_cuda_stream()); /* the old buffer may still be read */
+        cuda_release(rounded[device].data);
+        rounded[device].bytes = 0;
+        m2c_status st = cuda_alloc(&rounded[device].data, bytes, "16-bit activations");
+        if (st != M2C_OK) return st;
+        rounded[device].bytes = bytes;
+    }
+    *out = rounded[device].data;
+    return M2C_OK;
+}
+
+static m2c_status cuda_linear(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
+                              m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate) {
+    if (R <= M2C_CUDA_GEMV_ROWS) { /* decode: memory-bound, one pass over W */
+        m2c_cuda_gemv(out, ldo, x, ldx, W, bias, R, K, O, accumulate);
+        return M2C_OK;
+    }
+    const void *xin = x;
+    int64_t ldin = ldx;
+    if (W.dtype != M2C_F32) {
+        void *buf;
+        m2c_status st = rounded_buffer((size_t)R * K * 2, &buf);
+        if (st != M2C_OK) return st;
+        m2c_cuda_round_rows(buf, W.dtype, x, ldx, R, K);
+        xin = buf;
+        ldin = K;
+    }
+    m2c_status st = m2c_cuda_gemm(out, ldo, xin, ldin, W.dtype, W, R, K, O, accumulate);
+    if (st == M2C_OK && bias.data) m2c_cuda_add_bias(out, ldo, bias, R, O);
+    return st;
+}
+
+static m2c_status cuda_ssd_chunked(float *y, float *state, int has_state, const float *x,
+                                   const float *Bm, const float *Cm, int64_t ldx, const float *dt,
+                                   const float *A, const float *D, int64_t B, int64_t T,
+                                   int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q,
+                                   float *work) {
+    m2c_cuda_ssd_chunked(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, Q, work);
+    return M2C_OK;
+}
+
+static m2c_status cuda_cross_entropy(float *loss, const float *logits, const int64_t *labels,
+                                     int64_t B, int64_t T, int64_t V) {
+    const size_t rows = (size_t)(B * T);
+    float *buf = NULL;
+    m2c_status st = cuda_alloc((void **)&buf, 2 * rows * sizeof(float), "the loss");
+    if (st != M2C_OK) return st;
+    m2c_cuda_cross_entropy_rows(buf, buf + rows, logits, labels, B, T, V);
+    float *host = (float *)malloc(2 * rows * sizeof(float));
+    cudaError_t err = host ? cudaMemcpyAsync(host, buf, 2 * rows * sizeof(float),
+                                             cudaMemcpyDeviceToHost, m2c_cuda_stream())
+                           : cudaErrorMemoryAllocation;
+    if (err == cudaSuccess) err = cudaStreamSynchronize(m2c_cuda_stream());
+    if (err == cudaSuccess) {
+        double sum = 0, count = 0; /* summed in double, as the CPU kernel does */
+        for (size_t i = 0; i < rows; i++) sum += host[i], count += host[rows + i];
+        *loss = count > 0 ? (float)(sum / count) : NAN;
+    }
+    free(host);
+    cuda_release(buf);
+    return err == cudaSuccess ? M2C_OK : cuda_failed(err, "computing the loss");
+}
+
+/* The chunk the CUDA scan works in: long enough that the in-chunk products keep the GPU busy. */
+enum { CUDA_MAX_CHUNK = 256 };
+
+extern "C" const m2c_backend m2c_cuda_backend = {
+    /* name */ "cuda",
+    /* host_memory */ 0,
+    /* max_chunk */ CUDA_MAX_CHUNK,
+    cuda_begin,
+    cuda_finish,
+    m2c_last_error,
+    cuda_alloc,
+    cuda_release,
+    cuda_copy,
+    cuda_embedding,
+    m2c_cuda_rmsnorm,
+    m2c_cuda_rmsnorm_gated,
+    cuda_linear,
+    m2c_cuda_conv1d,
+    m2c_cuda_dt_softplus,
+    m2c_cuda_ssd_decay,
+    cuda_ssd_chunked,
+    m2c_cuda_ssd_work_floats,
+    m2c_cuda_ssd_step,
+    cuda_cross_entropy,
+};

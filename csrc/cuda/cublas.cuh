@@ -1,0 +1,12 @@
+/* Large products through cuBLAS (loaded on first use, see cublas.cu). */
+#ifndef M2C_CUDA_CUBLAS_CUH
+#define M2C_CUDA_CUBLAS_CUH
+
+#include "common.cuh"
+
+/* out[r, o] = sum_k x[r, k] W[o, k] (+ out[r, o] when accumulate), float32 accumulation and
+ * output. x [R, K] with row stride ldx holds `x_dtype`, the same type as W. */
+m2c_status m2c_cuda_gemm(float *out, int64_t ldo, const void *x, int64_t ldx, m2c_dtype x_dtype,
+                         m2c_tensor W, int64_t R, int64_t K, int64_t O, int accumulate);
+
+#endif

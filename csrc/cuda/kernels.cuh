@@ -1,0 +1,64 @@
+/* CUDA kernels: the operations of csrc/cpu/kernels.h with the same arguments and meaning, on
+ * device pointers. Every launcher queues its work on m2c_cuda_stream() and returns at once;
+ * errors surface at the backend's next check (cudaGetLastError). Activations are float32;
+ * weights are m2c_tensor in float32, bfloat16 or float16; accumulation is float32. */
+#ifndef M2C_CUDA_KERNELS_CUH
+#define M2C_CUDA_KERNELS_CUH
+
+#include "common.cuh"
+
+/* out[r, :] = table[ids[b * ld_ids + t], :] for r = b * T + t; rows whose id is outside [0, V)
+ * are filled with NaN (ids are validated in Python; this keeps a bad id from reading out of
+ * bounds). */
+void m2c_cuda_embedding(float *out, const int64_t *ids, int64_t ld_ids, m2c_tensor table,
+                        int64_t B, int64_t T, int64_t D, int64_t V);
+
+void m2c_cuda_rmsnorm(float *out, const float *x, m2c_tensor weight, const float *row_scale,
+                      int64_t R, int64_t D, float eps);
+
+void m2c_cuda_rmsnorm_gated(float *out, const float *y, const float *z, int64_t ldz,
+                            m2c_tensor weight, int64_t R, int64_t I, int64_t group_size, float eps);
+
+void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, int64_t ldin,
+                     m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
+                     int64_t C, int64_t K, int silu);
+
+void m2c_cuda_dt_softplus(float *dt, const float *raw, int64_t ldraw, m2c_tensor dt_bias,
+                          int64_t R, int64_t H, float lo, float hi);
+
+/* A[h] = -exp(A_log[h]), Dout[h] = D[h] in float32. */
+void m2c_cuda_ssd_decay(float *A, float *Dout, m2c_tensor A_log, m2c_tensor D, int64_t H);
+
+void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, const float *Bm,
+                       const float *Cm, int64_t ldx, const float *dt, const float *A,
+                       const float *D, int64_t B, int64_t H, int64_t P, int64_t N, int64_t G);
+
+/* Chunked scan as in the CPU kernel; `work` holds m2c_cuda_ssd_work_floats(...) floats of
+ * device memory. */
+void m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const float *x, const float *Bm,
+                          const float *Cm, int64_t ldx, const float *dt, const float *A,
+                          const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
+                          int64_t G, int64_t Q, float *work);
+size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
+                                int64_t Q);
+
+/* Skinny product for few rows (decode): out[r, o] = sum_k x[r, k] W[o, k] + bias[o]
+ * (+ out[r, o] when accumulate), reading each weight once for all R <= M2C_CUDA_GEMV_ROWS rows. */
+enum { M2C_CUDA_GEMV_ROWS = 16 };
+void m2c_cuda_gemv(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
+                   m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate);
+
+/* dst[r, k] = src[r * lds + k] rounded to `dtype` (bf16 or f16), dst dense [R, K]: the
+ * activation side of a tensor-core GEMM. */
+void m2c_cuda_round_rows(void *dst, m2c_dtype dtype, const float *src, int64_t lds, int64_t R,
+                         int64_t K);
+
+/* out[r, o] += bias[o] for out [R, O] with row stride ldo. */
+void m2c_cuda_add_bias(float *out, int64_t ldo, m2c_tensor bias, int64_t R, int64_t O);
+
+/* losses[b * T + t] = cross-entropy of logits[b, t] against labels[b, t + 1] (0 and counts[..]
+ * = 0 where the label is -100 or t is the last position); counts[...] = 1 where it counts. */
+void m2c_cuda_cross_entropy_rows(float *losses, float *counts, const float *logits,
+                                 const int64_t *labels, int64_t B, int64_t T, int64_t V);
+
+#endif
