@@ -408,6 +408,25 @@ class CheckpointMixin:
                               "mismatched_keys": [], "error_msgs": []}
         return (model, model.loading_info) if output_loading_info else model
 
+    @classmethod
+    def from_state_dict(cls, config: Mamba2Config, state_dict: Dict[str, Any],
+                        dtype: Any = None, device: Any = "cpu") -> Any:
+        """A model holding the tensors of `state_dict` (transformers' names; NumPy arrays or
+        torch tensors), without drawing a random initialisation first. `dtype`: the storage
+        type (default: that of the embeddings). On a GPU, CUDA tensors of that dtype are used
+        in place, without a copy, and must stay alive as long as the model."""
+        if not isinstance(config, Mamba2Config):
+            raise TypeError(f"config must be a Mamba2Config, got {type(config).__name__}")
+        if dtype is None:
+            key = next((k for k in state_dict if k.endswith("embeddings.weight")), None)
+            if key is None:
+                raise KeyError("state_dict has no embeddings.weight to take the dtype from")
+            dtype = str(getattr(state_dict[key], "dtype", "float32"))
+        model = _bare_model(cls, config, dtype_name(dtype))
+        model._device = cuda.parse_device("cpu" if device is None else device)
+        model.load_state_dict(state_dict, strict=True)
+        return model
+
     def save_pretrained(self, save_directory: PathLike, max_shard_size: Union[int, str] = "5GB",
                         *, safe_serialization: bool = True, progress: Optional[bool] = None,
                         push_to_hub: bool = False) -> None:

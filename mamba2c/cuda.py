@@ -28,8 +28,9 @@ _DTYPES = {
     "float16": (2, (2, 16), "<f2"),
     "bfloat16": (2, (4, 16), None),  # no typestr describes bfloat16 unambiguously
     "int64": (8, (0, 64), "<i8"),
+    "uint8": (1, (1, 8), "|u1"),
 }
-_FROM_DLPACK = {(2, 32): "float32", (2, 16): "float16", (4, 16): "bfloat16", (0, 64): "int64"}
+_FROM_DLPACK = {value[1]: name for name, value in _DTYPES.items()}
 
 
 def is_available() -> bool:
@@ -65,7 +66,41 @@ def parse_device(device: Any) -> Optional[int]:
 def _require() -> Any:
     if not is_available():
         raise RuntimeError(f"CUDA is not available: {unavailable_reason()}")
+    _load_cublas_from_wheels()
     return _cuda
+
+
+_CUBLAS_SEARCHED = False
+
+
+def _load_cublas_from_wheels() -> None:
+    """Makes the CUDA backend's dlopen("libcublas.so.13") succeed when cuBLAS comes from the
+    nvidia-cublas wheel (as torch installs it) rather than from a folder the loader searches:
+    a library already loaded under that name is found by name."""
+    global _CUBLAS_SEARCHED
+    if _CUBLAS_SEARCHED:
+        return
+    _CUBLAS_SEARCHED = True
+    import ctypes
+    import glob
+    import importlib.util
+    import os
+
+    try:
+        ctypes.CDLL("libcublas.so.13")
+        return
+    except OSError:
+        pass
+    spec = importlib.util.find_spec("nvidia")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for path in sorted(glob.glob(os.path.join(folder, "*", "lib", "libcublas.so.1[0-9]"))):
+            try:
+                ctypes.CDLL(os.path.join(os.path.dirname(path), "libcublasLt.so" + path[-3:]),
+                            mode=ctypes.RTLD_GLOBAL)
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                return
+            except OSError:
+                continue
 
 
 class DeviceArray:

@@ -466,7 +466,7 @@ class _Runner:
                          output_hidden_states=False)
         if self.use_cache:
             self.cache = out.cache_params
-        return out.logits[:, -1]
+        return np.asarray(out.logits)[:, -1]
 
     def prefill(self, prompt: np.ndarray) -> np.ndarray:
         return self._logits(input_ids=prompt, attention_mask=self.mask)
@@ -474,7 +474,7 @@ class _Runner:
     def advance(self, sequences: np.ndarray) -> np.ndarray:
         """Logits after the last token of `sequences` (the tokens so far)."""
         if self.use_cache:  # decode steps run without a mask, as transformers' do
-            return self._logits(input_ids=sequences[:, -1:], cache_params=self.cache)
+            return self.model._decode_logits(sequences[:, -1:], self.cache)
         if self.mask is not None:
             self.mask = np.concatenate([self.mask, np.ones((len(self.mask), 1), np.int64)], 1)
         return self._logits(input_ids=sequences, attention_mask=self.mask)

@@ -582,6 +582,31 @@ class Mamba2ForCausalLM(GenerationMixin, Mamba2PreTrainedModel):
         return Mamba2CausalLMOutput(loss=loss, logits=logits, cache_params=cache,
                                     hidden_states=hidden)
 
+    def _decode_logits(self, ids: np.ndarray, cache: Mamba2Cache) -> np.ndarray:
+        """generate's step: the logits [B, V] after one new token per row (ids [B, 1]) on a
+        filled cache, which it advances. On a GPU, steps on the same cache after the first are
+        replayed from a CUDA graph."""
+        reuse = (self._device is not None and self._decoder is not None
+                 and cache.has_previous_state and self._decoder.serves(cache))
+        if not reuse:
+            out = self(input_ids=ids, cache_params=cache, use_cache=True, logits_to_keep=1,
+                       return_dict=True)
+            if self._device is not None:
+                # Captured after an eager step, so every buffer the engine makes lazily exists.
+                from .cuda_graphs import DecodeGraph
+
+                self._decoder = DecodeGraph(self, cache)
+            return np.asarray(out.logits)[:, -1]
+        ids = _int_array(ids, "input_ids")
+        if ids.shape != (cache.batch_size, 1):
+            raise ValueError(f"a decode step takes ids of shape ({cache.batch_size}, 1)")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise ValueError(f"input_ids hold a token id outside [0, {self.config.vocab_size})")
+        cuda._cuda.set_device(self._device)
+        logits = self._decoder.step(ids)
+        cache.seqlen_offset += 1
+        return logits
+
     @staticmethod
     def _sequence_length(input_ids, inputs_embeds) -> int:
         source = input_ids if input_ids is not None else inputs_embeds

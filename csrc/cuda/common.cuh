@@ -12,7 +12,7 @@
 
 /* The one stream every kernel and copy of this process goes on (created on first use), so a
  * whole forward can be captured into a CUDA graph. */
-cudaStream_t m2c_cuda_stream(void);
+extern "C" cudaStream_t m2c_cuda_stream(void);
 
 /* Element i of a weight tensor in float32, whatever its storage type. */
 __device__ __forceinline__ float m2c_load(m2c_tensor t, int64_t i) {

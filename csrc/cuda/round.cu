@@ -1,0 +1,33 @@
+/* The element-wise passes around a cuBLAS product: activations rounded to the weights' 16-bit
+ * type (tensor cores take both operands in one type), and the bias added to the result. */
+#include "kernels.cuh"
+
+__global__ void round_rows_kernel(void *dst, int is_bf16, const float *src, int64_t lds,
+                                  int64_t K, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float v = src[(i / K) * lds + i % K];
+    if (is_bf16)
+        ((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(v);
+    else
+        ((__half *)dst)[i] = __float2half_rn(v);
+}
+
+void m2c_cuda_round_rows(void *dst, m2c_dtype dtype, const float *src, int64_t lds, int64_t R,
+                         int64_t K) {
+    if (R * K == 0) return;
+    round_rows_kernel<<<m2c_blocks(R * K, 256), 256, 0, m2c_cuda_stream()>>>(
+        dst, dtype == M2C_BF16, src, lds, K, R * K);
+}
+
+__global__ void add_bias_kernel(float *out, int64_t ldo, m2c_tensor bias, int64_t O, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    out[(i / O) * ldo + i % O] += m2c_load(bias, i % O);
+}
+
+void m2c_cuda_add_bias(float *out, int64_t ldo, m2c_tensor bias, int64_t R, int64_t O) {
+    if (R * O == 0) return;
+    add_bias_kernel<<<m2c_blocks(R * O, 256), 256, 0, m2c_cuda_stream()>>>(out, ldo, bias, O,
+                                                                            R * O);
+}

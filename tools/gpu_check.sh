@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU checks of the CUDA backend, for a machine with an NVIDIA GPU and nvcc: builds the
+# extension in place, runs the CUDA tests, compute-sanitizer (memcheck) on a small forward and
+# decode, and optionally the comparison benchmark. Results go to $OUT (default ./gpu-results).
+#   bash tools/gpu_check.sh [--bench]
+set -uo pipefail
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+MAMBA2C_CUDA=1 $PY setup.py build_ext --inplace -q >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+$PY -c "import mamba2c; print('cuda available:', mamba2c.cuda.is_available(), mamba2c.cuda.unavailable_reason())"
+$PY -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py -rs -s 2>&1 | tee "$OUT/tests.txt" | tail -40
+cat >"$OUT/sanitize.py" <<'PYEOF'
+import numpy as np, mamba2c
+config = mamba2c.Mamba2Config(vocab_size=61, hidden_size=16, num_hidden_layers=2, num_heads=8,
+                              head_dim=4, state_size=6, n_groups=2, chunk_size=8)
+model = mamba2c.Mamba2ForCausalLM(config, seed=0, device="cuda")
+ids = np.random.default_rng(0).integers(0, 61, size=(2, 21))
+out = model(ids, use_cache=True, labels=ids)
+model.generate(ids, max_new_tokens=4, do_sample=False)
+print("sanitized run done", float(out.loss))
+PYEOF
+if command -v compute-sanitizer >/dev/null; then
+    compute-sanitizer --tool memcheck --error-exitcode 3 $PY "$OUT/sanitize.py" 2>&1 | tail -15 | tee "$OUT/memcheck.txt"
+fi
+if [ "${1:-}" = "--bench" ]; then
+    $PY benchmarks/compare_cuda.py --json "$OUT/compare_cuda.json" ${BENCH_ARGS:-} 2>&1 | tail -60 | tee "$OUT/bench.txt"
+fi
