@@ -72,6 +72,23 @@ def ours_decode(model, batch, rng):
     return lambda: model._decode_logits(ids, cache)
 
 
+def profile_kernels(model, rng):
+    """GPU time per kernel (CUPTI, through torch's profiler) of mamba2c's calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = rng.integers(0, model.config.vocab_size, size=(1, 2048))
+    step = ours_decode(model, 1, rng)
+    for name, fn in (("prefill 2048", ours_prefill(model, ids)), ("10 decode steps b1",
+                                                                   lambda: [step() for _ in range(10)])):
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        print(f"--- {name}")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+
+
 def hf_prefill(model, ids):
     def run():
         with torch.no_grad():
@@ -102,6 +119,8 @@ def main():
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--long-prompt", type=int, default=1_000_000)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--profile", action="store_true",
+                        help="print mamba2c's GPU time per kernel for a prefill and decode steps")
     args = parser.parse_args()
     import transformers
 
@@ -147,6 +166,9 @@ def main():
     for batch in (1, 16):
         add("mamba2c", f"decode b{batch}", timed(ours_decode(ours, batch, rng), 20 * args.repeats),
             batch)
+
+    if args.profile:
+        profile_kernels(ours, rng)
 
     if not args.skip_transformers:
         for T in (2048, 8192):

@@ -26,5 +26,5 @@ if command -v compute-sanitizer >/dev/null; then
     compute-sanitizer --tool memcheck --error-exitcode 3 $PY "$OUT/sanitize.py" 2>&1 | tail -15 | tee "$OUT/memcheck.txt"
 fi
 if [ "${1:-}" = "--bench" ]; then
-    $PY benchmarks/compare_cuda.py --json "$OUT/compare_cuda.json" ${BENCH_ARGS:-} 2>&1 | tail -60 | tee "$OUT/bench.txt"
+    $PY benchmarks/compare_cuda.py --json "$OUT/compare_cuda.json" ${BENCH_ARGS:-} >"$OUT/bench.txt" 2>&1; tail -30 "$OUT/bench.txt"
 fi

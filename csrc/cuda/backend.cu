@@ -150,8 +150,9 @@ static m2c_status cuda_cross_entropy(float *loss, const float *logits, const int
     return err == cudaSuccess ? M2C_OK : cuda_failed(err, "computing the loss");
 }
 
-/* The chunk the CUDA scan works in: long enough that the in-chunk products keep the GPU busy. */
-enum { CUDA_MAX_CHUNK = 256 };
+/* The chunk the CUDA scan works in: one 64-token tile of its in-chunk products (ssd_chunked.cu);
+ * longer chunks would only add quadratic in-chunk work. */
+enum { CUDA_MAX_CHUNK = 64 };
 
 extern "C" const m2c_backend m2c_cuda_backend = {
     /* name */ "cuda",

@@ -1,12 +1,23 @@
 /* Causal depthwise conv1d + SiLU + padding mask, and the conv-state update.
  * Threads run across channels (coalesced reads of each input row) and each walks a segment of
  * time with the last K inputs in registers; segments give a long prompt enough blocks to fill
- * the GPU. The state is rewritten by a second launch, after every segment has read it. */
+ * the GPU. The state is rewritten once every segment has read it: by the same thread when there
+ * is one segment (decode), else by a second launch. */
 #include "kernels.cuh"
 
 enum { CONV_THREADS = 128, CONV_SEGMENT = 32, CONV_MAX_K = 16 };
 
-__global__ void conv1d_kernel(float *out, const float *state, int has_state, const float *in,
+/* state[b, c, :] = the last K inputs (older ones from the previous state, or zeros); ascending
+ * k reads only entries not yet rewritten. */
+__device__ __forceinline__ void store_state(float *s, int has_state, const float *in,
+                                            int64_t ldin, int64_t b, int64_t c, int64_t T, int K) {
+    for (int k = 0; k < K; k++) {
+        int64_t src = T - K + k;
+        s[k] = src >= 0 ? in[(b * T + src) * ldin + c] : has_state ? s[K + src] : 0.0f;
+    }
+}
+
+__global__ void conv1d_kernel(float *out, float *state, int has_state, const float *in,
                               int64_t ldin, m2c_tensor w, m2c_tensor bias, const float *mask,
                               int64_t T, int64_t C, int K, int silu) {
     const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -32,18 +43,13 @@ __global__ void conv1d_kernel(float *out, const float *state, int has_state, con
         if (silu) acc = m2c_silu(acc);
         out[(b * T + t) * C + c] = mask ? acc * mask[b * T + t] : acc;
     }
+    if (state && gridDim.y == 1) store_state(state + (b * C + c) * K, has_state, in, ldin, b, c, T, K);
 }
 
-/* state[b, c, :] = the last K inputs (older ones from the previous state, or zeros). */
 __global__ void conv_state_kernel(float *state, int has_state, const float *in, int64_t ldin,
                                   int64_t T, int64_t C, int K) {
     const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
-    if (c >= C) return;
-    float *s = state + (b * C + c) * K;
-    for (int k = 0; k < K; k++) { /* ascending k reads only entries not yet rewritten */
-        int64_t src = T - K + k;
-        s[k] = src >= 0 ? in[(b * T + src) * ldin + c] : has_state ? s[K + src] : 0.0f;
-    }
+    if (c < C) store_state(state + (b * C + c) * K, has_state, in, ldin, b, c, T, K);
 }
 
 void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, int64_t ldin,
@@ -53,7 +59,7 @@ void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, i
     dim3 grid(m2c_blocks(C, CONV_THREADS), m2c_blocks(T, CONV_SEGMENT), (unsigned)B);
     conv1d_kernel<<<grid, CONV_THREADS, 0, m2c_cuda_stream()>>>(
         out, state, has_state && state, in, ldin, w, bias, mask, T, C, (int)K, silu);
-    if (state)
+    if (state && grid.y > 1)
         conv_state_kernel<<<dim3(m2c_blocks(C, CONV_THREADS), (unsigned)B), CONV_THREADS, 0,
                             m2c_cuda_stream()>>>(state, has_state, in, ldin, T, C, (int)K);
 }

@@ -1,7 +1,8 @@
 /* The decode product out[r, o] = x[r, :] . W[o, :] for a few rows r: memory-bound, so the whole
  * design is about reading W once at full bandwidth. A warp owns one output o and streams its
  * row of W with 16-byte loads (8 bf16/f16 or 4 f32 values per lane), multiplying each against
- * every one of the R activation rows (small, served from L1/L2), accumulating in float32
+ * every one of the R <= 4 activation rows (small, served from L1/L2; beyond four rows
+ * re-reading them costs more than the weights, and cuBLAS takes over), accumulating in float32
  * registers; a shuffle reduction ends the row. Misaligned or ragged shapes take a scalar path. */
 #include "kernels.cuh"
 
@@ -39,6 +40,21 @@ template <> struct Pack<float> {
     }
 };
 
+/* acc[r] += wv . x[r, k : k + N] for the first `rows` rows. */
+template <int ROWS, int N>
+__device__ __forceinline__ void accumulate_rows(float *acc, const float *wv, const float *x,
+                                                int64_t ldx, int64_t k, int rows) {
+    for (int r = 0; r < ROWS; r++) {
+        if (r >= rows) break;
+        const float4 *xr = (const float4 *)(x + r * ldx + k);
+        for (int j = 0; j < N / 4; j++) {
+            float4 xv = xr[j];
+            acc[r] += wv[4 * j] * xv.x + wv[4 * j + 1] * xv.y + wv[4 * j + 2] * xv.z +
+                      wv[4 * j + 3] * xv.w;
+        }
+    }
+}
+
 template <typename T, int ROWS>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(float *out, int64_t ldo, const float *x, int64_t ldx, const T *W, m2c_tensor bias,
@@ -50,19 +66,19 @@ gemv_kernel(float *out, int64_t ldo, const float *x, int64_t ldx, const T *W, m2
     const T *w = W + o * K;
     float acc[ROWS];
     for (int r = 0; r < ROWS; r++) acc[r] = 0.0f;
-#pragma unroll 4
-    for (int64_t k = (int64_t)lane * N; k < K; k += 32 * N) {
+    /* UNROLL loads issued before any is used: enough bytes in flight per warp to cover the
+     * memory latency. */
+    constexpr int UNROLL = 4, STEP = 32 * N;
+    int64_t k = (int64_t)lane * N;
+    for (; k + (UNROLL - 1) * STEP < K; k += UNROLL * STEP) {
+        float wv[UNROLL][N];
+        for (int u = 0; u < UNROLL; u++) Pack<T>::load(wv[u], w + k + u * STEP);
+        for (int u = 0; u < UNROLL; u++) accumulate_rows<ROWS, N>(acc, wv[u], x, ldx, k + u * STEP, rows);
+    }
+    for (; k < K; k += STEP) {
         float wv[N];
         Pack<T>::load(wv, w + k);
-        for (int r = 0; r < ROWS; r++) {
-            if (r >= rows) break;
-            const float4 *xr = (const float4 *)(x + r * ldx + k);
-            for (int j = 0; j < N / 4; j++) {
-                float4 xv = xr[j];
-                acc[r] += wv[4 * j] * xv.x + wv[4 * j + 1] * xv.y + wv[4 * j + 2] * xv.z +
-                          wv[4 * j + 3] * xv.w;
-            }
-        }
+        accumulate_rows<ROWS, N>(acc, wv, x, ldx, k, rows);
     }
     const float b = m2c_load_or_zero(bias, o);
     for (int r = 0; r < ROWS; r++) {
@@ -105,9 +121,7 @@ static void launch(float *out, int64_t ldo, const float *x, int64_t ldx, const v
                                                          accumulate)
     if (rows <= 1) M2C_GEMV(1);
     else if (rows <= 2) M2C_GEMV(2);
-    else if (rows <= 4) M2C_GEMV(4);
-    else if (rows <= 8) M2C_GEMV(8);
-    else M2C_GEMV(16);
+    else M2C_GEMV(M2C_CUDA_GEMV_ROWS);
 #undef M2C_GEMV
 }
 

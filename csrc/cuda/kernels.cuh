@@ -44,7 +44,7 @@ size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int6
 
 /* Skinny product for few rows (decode): out[r, o] = sum_k x[r, k] W[o, k] + bias[o]
  * (+ out[r, o] when accumulate), reading each weight once for all R <= M2C_CUDA_GEMV_ROWS rows. */
-enum { M2C_CUDA_GEMV_ROWS = 16 };
+enum { M2C_CUDA_GEMV_ROWS = 4 };
 void m2c_cuda_gemv(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
                    m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate);
 

@@ -1,9 +1,10 @@
-/* One-token SSD update for every head of a layer in one launch. A block owns (b, h); its warps
- * take rows p of the [P, N] state, lanes run along n, so each state element is read and
- * written once with coalesced accesses, and y[p] = s[p, :] . C is a warp reduction. */
+/* One-token SSD update for every head of a layer in one launch. A block owns (b, h) and
+ * STEP_ROWS rows p of its [P, N] state, one warp a row, lanes along n: each state element is
+ * read and written once, coalesced, and y[p] = s[p, :] . C is a warp reduction. Small blocks
+ * give the GPU enough independent loads in flight at batch 1, where the step is latency-bound. */
 #include "kernels.cuh"
 
-enum { STEP_THREADS = 256 };
+enum { STEP_ROWS = 4, STEP_THREADS = 32 * STEP_ROWS };
 
 __global__ void ssd_step_kernel(float *y, float *state, int has_state, const float *x,
                                 const float *Bm, const float *Cm, int64_t ldx, const float *dt,
@@ -18,9 +19,10 @@ __global__ void ssd_step_kernel(float *y, float *state, int has_state, const flo
     }
     __syncthreads();
     const float step = dt[b * H + h], decay = expf(step * A[h]);
-    const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    const int lane = threadIdx.x & 31;
     float *s = state + (b * H + h) * P * N;
-    for (int64_t p = threadIdx.x >> 5; p < P; p += warps) {
+    const int64_t p = (int64_t)blockIdx.z * STEP_ROWS + (threadIdx.x >> 5);
+    if (p < P) {
         const float xp = x[b * ldx + h * P + p], input = step * xp;
         float *sp = s + p * N, acc = 0.0f;
         for (int64_t n = lane; n < N; n += 32) {
@@ -37,7 +39,8 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, co
                        const float *Cm, int64_t ldx, const float *dt, const float *A,
                        const float *D, int64_t B, int64_t H, int64_t P, int64_t N, int64_t G) {
     if (B * H == 0) return;
-    ssd_step_kernel<<<dim3((unsigned)H, (unsigned)B), STEP_THREADS, 2 * N * sizeof(float),
+    ssd_step_kernel<<<dim3((unsigned)H, (unsigned)B, m2c_blocks(P, STEP_ROWS)), STEP_THREADS,
+                      2 * N * sizeof(float),
                       m2c_cuda_stream()>>>(
         y, state, has_state, x, Bm, Cm, ldx, dt, A, D, H, P, N, H / G);
 }
