@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import mamba2c  # noqa: E402
 from mamba2c import __main__ as cli  # noqa: E402
-from mamba2c import checkpoint, ops, ops_backward, outputs  # noqa: E402
+from mamba2c import checkpoint, cuda, ops, ops_backward, outputs  # noqa: E402
 from mamba2c.checkpoint import CheckpointMixin  # noqa: E402
 from mamba2c.generation import GenerateDecoderOnlyOutput, GenerationMixin  # noqa: E402
 
@@ -31,7 +31,7 @@ Generated from the docstrings by `python docs/generate_api.py`; edit the docstri
 file. Shapes use B batch, T tokens, D hidden size, I intermediate size (expand * D = H * P),
 H heads, P head_dim, N state size, G groups, K conv kernel, V vocabulary, L layers.
 Array arguments accept NumPy arrays, nested lists and torch tensors unless a docstring says
-otherwise; outputs are NumPy arrays.
+otherwise; outputs are NumPy arrays on the CPU and `mamba2c.cuda.DeviceArray`s on a GPU.
 """
 
 HAS_OPENBLAS_DOC = """\
@@ -235,6 +235,13 @@ def render() -> str:
                   "Exception (a `ValueError`)."),
             document_functions(module_functions(checkpoint, ["read_checkpoint",
                                                              "parameter_count"])),
+        ])),
+        ("GPU: mamba2c.cuda", "\n".join([
+            "## GPU: `mamba2c.cuda`", "",
+            "```text", docstring(cuda), "```", "",
+            document_functions(module_functions(cuda, ["is_available", "unavailable_reason",
+                                                       "device_count", "to_device"])),
+            document_class("mamba2c.cuda.DeviceArray", cuda.DeviceArray, constructor=False),
         ])),
         ("Command line", document_cli()),
     ]

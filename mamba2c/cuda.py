@@ -136,6 +136,7 @@ class DeviceArray:
 
     @classmethod
     def zeros(cls, shape: Sequence[int], dtype: str = "float32", device: int = 0) -> "DeviceArray":
+        """Zero-filled memory of this shape and dtype on GPU `device`."""
         array = cls.empty(shape, dtype, device)
         _cuda.zero(array.pointer, array.nbytes)
         return array
@@ -177,18 +178,22 @@ class DeviceArray:
 
     @property
     def ndim(self) -> int:
+        """Number of dimensions."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """Number of elements."""
         return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
+        """Bytes of memory the elements take."""
         return self.size * _DTYPES[self.dtype][0]
 
     @property
     def device(self) -> str:
+        """"cuda:N", as torch names it."""
         return f"cuda:{self.device_index}"
 
     def __len__(self) -> int:
