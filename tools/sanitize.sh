@@ -10,10 +10,11 @@ trap 'rm -rf "$work"' EXIT
 cp -r "$root"/mamba2c "$root"/csrc "$root"/tests "$root"/setup.py "$root"/pyproject.toml \
       "$root"/README.md "$work"/
 cd "$work"
-rm -f mamba2c/_C*.so
+# The CUDA module is checked on a GPU under compute-sanitizer (tools/gpu_check.sh), not here.
+rm -f mamba2c/_C*.so mamba2c/_cuda*.so
 
 sanitizers="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-CFLAGS="$sanitizers" LDFLAGS="$sanitizers" MAMBA2C_DEBUG=1 MAMBA2C_WERROR=1 \
+CFLAGS="$sanitizers" LDFLAGS="$sanitizers" MAMBA2C_DEBUG=1 MAMBA2C_WERROR=1 MAMBA2C_CUDA=0 \
     python setup.py build_ext --inplace -q >/dev/null
 
 # Python itself is not instrumented: preload the runtimes, and leave leak checking to valgrind
