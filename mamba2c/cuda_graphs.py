@@ -4,7 +4,8 @@ bound by launch overhead and by reading the weights.
 
 A graph records the device addresses it was captured with, so it owns the buffers it reads and
 writes (token ids, logits, the engine's scratch memory) and serves only the cache it was
-captured on; :meth:`DecodeGraph.serves` tells.
+captured on, and only while the backend's own scratch buffers have not been reallocated (a
+larger call in between); :meth:`DecodeGraph.serves` tells.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class DecodeGraph:
         B = cache.batch_size
         self.batch = B
         self._cache_buffers = (cache.conv_states.pointer, cache.ssm_states.pointer)
+        self._epoch = cuda._cuda.scratch_epoch()
         self._ids = DeviceArray.empty((B, 1), "int64", device)
         self._logits = DeviceArray.empty((B, 1, c.vocab_size), "float32", device)
         engine = model._get_engine()
@@ -42,9 +44,11 @@ class DecodeGraph:
         weakref.finalize(self, cuda._cuda.destroy_graph, self._graph)
 
     def serves(self, cache: Any) -> bool:
-        """Whether this graph was captured on `cache`'s buffers."""
+        """Whether this graph was captured on `cache`'s buffers and every buffer it reads is
+        still where it was."""
         return (cache.batch_size == self.batch and
-                (cache.conv_states.pointer, cache.ssm_states.pointer) == self._cache_buffers)
+                (cache.conv_states.pointer, cache.ssm_states.pointer) == self._cache_buffers and
+                cuda._cuda.scratch_epoch() == self._epoch)
 
     def step(self, ids: np.ndarray) -> np.ndarray:
         """Runs one step for token ids [B, 1] and returns the logits [B, V] on the host."""

@@ -115,6 +115,26 @@ def test_left_padded_batch_and_greedy_generate(rng):
     np.testing.assert_array_equal(got[0, 4:], alone[0])
 
 
+def test_decode_graph_recaptured_after_scratch_grows(rng):
+    # Beyond four rows a bf16 decode step rounds its activations into a scratch buffer that a
+    # larger call reallocates; a graph captured before that must not replay on the old one.
+    _, gpu = random_pair(rng, dtype="bfloat16", **CONFIGS["groups2-chunk8"])
+    V = gpu.config.vocab_size
+    ids = rng.integers(0, V, size=(5, 6))
+    big = rng.integers(0, V, size=(5, 300))
+
+    def decode(grow_between):
+        cache = gpu(ids, use_cache=True).cache_params
+        steps = []
+        for step in range(4):
+            if grow_between and step == 2:
+                gpu(big)
+            steps.append(gpu._decode_logits(ids[:, -1:], cache))
+        return np.stack(steps)
+
+    np.testing.assert_array_equal(decode(True), decode(False))
+
+
 def test_dlpack_and_cuda_array_interface(rng):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

@@ -1,6 +1,7 @@
 /* The CUDA operation table: device memory, the kernels of kernels.cuh, cuBLAS for large
  * products. Everything is queued on one stream per device; the forward waits once, at the end
  * (finish), unless the stream is being captured into a graph. */
+#include <atomic>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -82,6 +83,12 @@ static struct {
     size_t bytes;
 } rounded[MAX_DEVICES];
 
+/* Counts reallocations of those buffers: a CUDA graph captured before one would read freed
+ * memory, so graphs record the count and are recaptured when it changed. */
+static std::atomic<unsigned long> scratch_epoch{0};
+
+extern "C" unsigned long m2c_cuda_scratch_epoch(void) { return scratch_epoch.load(); }
+
 static m2c_status rounded_buffer(size_t bytes, void **out) {
     int device = 0;
     cudaGetDevice(&device);
@@ -89,6 +96,7 @@ static m2c_status rounded_buffer(size_t bytes, void **out) {
     if (rounded[device].bytes < bytes) {
         cudaStreamSynchronize(m2c_cuda_stream()); /* the old buffer may still be read */
         cuda_release(rounded[device].data);
+        scratch_epoch++;
         rounded[device].bytes = 0;
         m2c_status st = cuda_alloc(&rounded[device].data, bytes, "16-bit activations");
         if (st != M2C_OK) return st;

@@ -13,6 +13,7 @@
 
 extern const m2c_backend m2c_cuda_backend;
 cudaStream_t m2c_cuda_stream(void);
+unsigned long m2c_cuda_scratch_epoch(void);
 
 static PyObject *raise_cuda(cudaError_t err, const char *doing) {
     cudaGetLastError(); /* clear it, so the next call starts clean */
@@ -213,6 +214,11 @@ static PyObject *destroy_graph(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *scratch_epoch(PyObject *self, PyObject *args) {
+    (void)self, (void)args;
+    return PyLong_FromUnsignedLong(m2c_cuda_scratch_epoch());
+}
+
 static PyObject *backend(PyObject *self, PyObject *args) {
     (void)self, (void)args;
     return PyCapsule_New((void *)&m2c_cuda_backend, "mamba2c.backend", NULL);
@@ -369,6 +375,8 @@ static PyMethodDef methods[] = {
     {"capture", capture, METH_O, "capture(fn) -> graph: record fn()'s GPU work"},
     {"launch", launch, METH_O, "launch(graph): replay a recorded graph"},
     {"destroy_graph", destroy_graph, METH_O, "destroy_graph(graph)"},
+    {"scratch_epoch", scratch_epoch, METH_NOARGS,
+     "scratch_epoch() -> how many times the backend's own scratch buffers were reallocated"},
     {"backend", backend, METH_NOARGS, "backend() -> capsule of the CUDA operation table"},
     {"to_dlpack", to_dlpack, METH_VARARGS, "to_dlpack(owner, pointer, shape, (code, bits), "
      "device, versioned) -> capsule"},
