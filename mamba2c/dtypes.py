@@ -75,9 +75,9 @@ def _is_torch_tensor(obj: Any) -> bool:
 
 
 def as_numpy(obj: Any) -> tuple[np.ndarray, str | None]:
-    """A NumPy array for `obj` (NumPy array, torch tensor, ml_dtypes array, nested lists) and its
-    weight dtype name when it holds float32/bfloat16/float16 values (None otherwise).
-    Torch CPU tensors and NumPy arrays are viewed, not copied."""
+    """A NumPy array for `obj` (NumPy array, torch tensor, ml_dtypes array, nested lists, CUDA
+    arrays through DLPack) and its weight dtype name when it holds float32/bfloat16/float16
+    values (None otherwise). Torch CPU tensors and NumPy arrays are viewed, not copied."""
     if _is_torch_tensor(obj):
         tensor = obj.detach()
         if tensor.device.type != "cpu":
@@ -87,6 +87,10 @@ def as_numpy(obj: Any) -> tuple[np.ndarray, str | None]:
 
             return tensor.contiguous().view(torch.int16).numpy().view(np.uint16), "bfloat16"
         array = tensor.numpy()
+    elif hasattr(obj, "__dlpack_device__") and int(obj.__dlpack_device__()[0]) == 2:
+        from .cuda import DeviceArray  # CuPy arrays, DeviceArrays: copied to the host
+
+        array = (obj if isinstance(obj, DeviceArray) else DeviceArray.from_dlpack(obj)).numpy()
     else:
         array = np.asarray(obj)
     if array.dtype.name == "bfloat16":  # ml_dtypes

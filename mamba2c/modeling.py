@@ -101,6 +101,18 @@ def _storage(array: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(array).view(STORAGE[dtype][0])
 
 
+def _on_gpu(value: Any, dtype: str) -> bool:
+    """Whether `value` is a C-contiguous CUDA array of `dtype` that the engine can read in place."""
+    if isinstance(value, DeviceArray):
+        return value.dtype == dtype
+    if not hasattr(value, "__dlpack_device__") or int(value.__dlpack_device__()[0]) != 2:
+        return False
+    try:
+        return DeviceArray.from_dlpack(value).dtype == dtype
+    except (TypeError, ValueError, BufferError):
+        return False
+
+
 def _int_array(value: Any, name: str) -> np.ndarray:
     array, _ = as_numpy(value)
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
@@ -344,6 +356,13 @@ class Mamba2PreTrainedModel(CheckpointMixin):
                 raise ValueError(f"input_ids holds token id {bad}, outside [0, vocab_size="
                                  f"{c.vocab_size})")
             embeds = None
+        elif self._device is not None and _on_gpu(inputs_embeds, "float32"):
+            embeds = cuda.to_device(inputs_embeds, self._device)  # used in place, no copy
+            if embeds.ndim != 3 or embeds.shape[2] != c.hidden_size:
+                raise ValueError(f"inputs_embeds must have shape [batch, tokens, {c.hidden_size}]"
+                                 f", got {embeds.shape}")
+            B, T = embeds.shape[:2]
+            ids = None
         else:
             embeds, _ = as_numpy(inputs_embeds)
             if embeds.ndim != 3 or embeds.shape[2] != c.hidden_size:

@@ -155,6 +155,16 @@ def test_dlpack_and_cuda_array_interface(rng):
     np.testing.assert_array_equal(from_embeds, from_host)
 
 
+def test_cupy_arrays_in_and_out(rng):
+    cupy = pytest.importorskip("cupy")
+    _, gpu = random_pair(rng, **CONFIGS["groups2-chunk8"])
+    ids = rng.integers(0, gpu.config.vocab_size, size=(2, 9))
+    out = gpu(cupy.asarray(ids))
+    logits = cupy.from_dlpack(out.logits)
+    assert logits.data.ptr == out.logits.pointer
+    np.testing.assert_array_equal(cupy.asnumpy(logits), gpu(ids).logits.numpy())
+
+
 def test_bfloat16_against_transformers_on_cuda(rng):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
