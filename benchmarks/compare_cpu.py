@@ -3,6 +3,7 @@ every engine, in one run.
 
     python benchmarks/compare_cpu.py [--repeats 3] [--threads 2] [--skip-transformers]
                                      [--skip-llama] [--half bfloat16|float16] [--codestral]
+                                     [--transformers-float32-only]
 
 The model has the shape of mamba2-130m (hidden 768, 24 layers, 24 heads of 64, state 128,
 1 group, vocab 50288, tied embeddings) and is built by mamba2c from a seed, in float32 and in a
@@ -744,6 +745,9 @@ def main():
                         help="the 16-bit weight dtype of every engine")
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--skip-llama", action="store_true")
+    parser.add_argument("--transformers-float32-only", action="store_true",
+                        help="time transformers in float32 only (its 16-bit CPU path is very "
+                             "slow and no bar depends on it)")
     parser.add_argument("--slow-seconds", type=float, default=20.0,
                         help="cases slower than this per call are timed twice only")
     parser.add_argument("--codestral", action="store_true")
@@ -799,6 +803,8 @@ def main():
         info.append(f"transformers {transformers.__version__} (torch_forward path), torch "
                     f"{torch.__version__}, torch threads {torch.get_num_threads()}")
         for d in dtypes:
+            if d != "float32" and args.transformers_float32_only:
+                continue
             hf = transformers_model(models[d].state_dict(), d)
             checks.append(("transformers", SHORT[d],
                            agreement(transformers_logits(hf, check_ids), refs[d])))
