@@ -8,30 +8,25 @@
 
 enum { GEMV_WARPS = 8 };
 
-/* Eight weights from one 16-byte load, widened. */
+/* One 16-byte load of weights, widened: eight 16-bit values or four float32. */
+__device__ __forceinline__ float2 widen2(__nv_bfloat162 v) { return __bfloat1622float2(v); }
+__device__ __forceinline__ float2 widen2(__half2 v) { return __half22float2(v); }
+
+template <typename Pair> struct Pack16 {
+    static constexpr int N = 8;
+    static __device__ __forceinline__ void load(float *v, const void *p) {
+        uint4 raw = __ldg((const uint4 *)p);
+        const Pair *h = (const Pair *)&raw;
+        for (int i = 0; i < 4; i++) {
+            float2 f = widen2(h[i]);
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
+        }
+    }
+};
+
 template <typename T> struct Pack;
-template <> struct Pack<__nv_bfloat16> {
-    static constexpr int N = 8;
-    static __device__ __forceinline__ void load(float *v, const void *p) {
-        uint4 raw = __ldg((const uint4 *)p);
-        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&raw;
-        for (int i = 0; i < 4; i++) {
-            float2 f = __bfloat1622float2(h[i]);
-            v[2 * i] = f.x, v[2 * i + 1] = f.y;
-        }
-    }
-};
-template <> struct Pack<__half> {
-    static constexpr int N = 8;
-    static __device__ __forceinline__ void load(float *v, const void *p) {
-        uint4 raw = __ldg((const uint4 *)p);
-        const __half2 *h = (const __half2 *)&raw;
-        for (int i = 0; i < 4; i++) {
-            float2 f = __half22float2(h[i]);
-            v[2 * i] = f.x, v[2 * i + 1] = f.y;
-        }
-    }
-};
+template <> struct Pack<__nv_bfloat16> : Pack16<__nv_bfloat162> {};
+template <> struct Pack<__half> : Pack16<__half2> {};
 template <> struct Pack<float> {
     static constexpr int N = 4;
     static __device__ __forceinline__ void load(float *v, const void *p) {

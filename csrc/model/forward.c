@@ -230,13 +230,21 @@ static m2c_status piece_logits(const m2c_engine *e, const m2c_forward_args *a, m
     int64_t j1 = j0;
     while (j1 < a->n_logits && a->logit_positions[j1] < t0 + Tp) j1++;
     if (j1 == j0) return M2C_OK;
-    for (int64_t b = 0; b < a->batch; b++) {
+    const int64_t n = j1 - j0;
+    for (int64_t b = 0; b < a->batch; b++)
         for (int64_t j = j0; j < j1; j++)
-            be->copy(ws->gathered + (j - j0) * D,
+            be->copy(ws->gathered + (b * n + j - j0) * D,
                      ws->normed + (b * Tp + a->logit_positions[j] - t0) * D, sizeof(float) * D);
-        m2c_tensor none = {0};
-        m2c_status st = be->linear(a->logits + (b * a->n_logits + j0) * V, V, ws->gathered, D,
-                                   e->weights.lm_head, none, j1 - j0, D, V, 0);
+    m2c_tensor none = {0};
+    /* When this piece holds every wanted position (always in decode), the rows of all batch
+     * rows are consecutive in the logits: one product reads the LM head once for the batch.
+     * Otherwise each batch row's rows are a separate block of the logits. */
+    const int whole = n == a->n_logits;
+    const int64_t calls = whole ? 1 : a->batch, rows = whole ? a->batch * n : n;
+    for (int64_t b = 0; b < calls; b++) {
+        m2c_status st = be->linear(a->logits + (b * a->n_logits + j0) * V, V,
+                                   ws->gathered + b * n * D, D, e->weights.lm_head, none, rows, D,
+                                   V, 0);
         if (st != M2C_OK) return backend_status(be, st);
     }
     return M2C_OK;

@@ -44,7 +44,7 @@ static size_t layout(m2c_workspace *ws, void *base, const m2c_config *c, const m
     ws->dt = take(&a, R * H, f);
     ws->y = take(&a, rows[3], f);
     ws->mask = take(&a, R, f);
-    ws->gathered = take(&a, (size_t)Tp * D, f);
+    ws->gathered = take(&a, rows[0], f);
     ws->A = take(&a, H, f);
     ws->D = take(&a, H, f);
     ws->ssd = take(&a, be->ssd_work_floats(B, Tp, c->num_heads, c->head_dim, c->state_size,

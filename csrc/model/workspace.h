@@ -12,7 +12,7 @@ typedef struct {
     float *dt;       /* [R, H] */
     float *y;        /* [R, I]   SSD output, then gated-norm output */
     float *mask;     /* [R]      this piece's attention mask */
-    float *gathered; /* [Tp, D]  rows whose logits are wanted */
+    float *gathered; /* [R, D]   rows whose logits are wanted */
     float *A, *D;    /* [H]      this layer's A = -exp(A_log) and D in float32 */
     float *ssd;      /* m2c_ssd_work_floats */
     int64_t *ids;    /* [R]      this piece's token ids */

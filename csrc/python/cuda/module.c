@@ -95,46 +95,42 @@ static PyObject *release(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* upload(pointer, buffer): host to device, complete on return. */
+/* A copy between a host buffer and device memory at `ptr`, complete on return. */
+static PyObject *host_copy(PyObject *ptr, Py_buffer *view, int to_device) {
+    void *p = as_pointer(ptr);
+    cudaError_t err = cudaSuccess;
+    if (!PyErr_Occurred()) {
+        Py_BEGIN_ALLOW_THREADS
+        err = to_device ? cudaMemcpyAsync(p, view->buf, (size_t)view->len,
+                                          cudaMemcpyHostToDevice, m2c_cuda_stream())
+                        : cudaMemcpyAsync(view->buf, p, (size_t)view->len,
+                                          cudaMemcpyDeviceToHost, m2c_cuda_stream());
+        if (err == cudaSuccess) err = cudaStreamSynchronize(m2c_cuda_stream());
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(view);
+    if (PyErr_Occurred()) return NULL;
+    if (err != cudaSuccess) return raise_cuda(err, to_device ? "copying to the GPU"
+                                                             : "copying from the GPU");
+    Py_RETURN_NONE;
+}
+
+/* upload(pointer, buffer): host to device. */
 static PyObject *upload(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *ptr;
     Py_buffer view;
     if (!PyArg_ParseTuple(args, "Oy*", &ptr, &view)) return NULL;
-    void *p = as_pointer(ptr);
-    cudaError_t err = cudaSuccess;
-    if (!PyErr_Occurred()) {
-        Py_BEGIN_ALLOW_THREADS
-        err = cudaMemcpyAsync(p, view.buf, (size_t)view.len, cudaMemcpyHostToDevice,
-                              m2c_cuda_stream());
-        if (err == cudaSuccess) err = cudaStreamSynchronize(m2c_cuda_stream());
-        Py_END_ALLOW_THREADS
-    }
-    PyBuffer_Release(&view);
-    if (PyErr_Occurred()) return NULL;
-    if (err != cudaSuccess) return raise_cuda(err, "copying to the GPU");
-    Py_RETURN_NONE;
+    return host_copy(ptr, &view, 1);
 }
 
-/* download(buffer, pointer): device to a writable host buffer, complete on return. */
+/* download(buffer, pointer): device to a writable host buffer. */
 static PyObject *download(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *ptr;
     Py_buffer view;
     if (!PyArg_ParseTuple(args, "w*O", &view, &ptr)) return NULL;
-    void *p = as_pointer(ptr);
-    cudaError_t err = cudaSuccess;
-    if (!PyErr_Occurred()) {
-        Py_BEGIN_ALLOW_THREADS
-        err = cudaMemcpyAsync(view.buf, p, (size_t)view.len, cudaMemcpyDeviceToHost,
-                              m2c_cuda_stream());
-        if (err == cudaSuccess) err = cudaStreamSynchronize(m2c_cuda_stream());
-        Py_END_ALLOW_THREADS
-    }
-    PyBuffer_Release(&view);
-    if (PyErr_Occurred()) return NULL;
-    if (err != cudaSuccess) return raise_cuda(err, "copying from the GPU");
-    Py_RETURN_NONE;
+    return host_copy(ptr, &view, 0);
 }
 
 /* copy(dst, src, bytes): device to device, queued on the stream. */
