@@ -31,11 +31,11 @@ void m2c_gemm_use_blas(int enable) {
 
 int m2c_gemm_has_blas(void) { return blas_enabled; }
 
-enum { GEMV_MAX_ROWS = 8, GEMV_BLOCK = 16, WIDEN_ROWS = 256, BUILTIN_COLS = 64 };
+enum { PREFETCH_BYTES = 32768, GEMV_MAX_ROWS = 8, GEMV_BLOCK = 16, WIDEN_ROWS = 256, BUILTIN_COLS = 64 };
 
 /* ---- GEMV: R <= GEMV_MAX_ROWS rows against every weight row ----
  * Memory-bound: each weight is loaded once and used for every row. With one row, four weight
- * rows are streamed at once so that four independent FMA chains hide the FMA latency. */
+ * rows are streamed at once, two FMA chains each, so that the FMA latency stays hidden. */
 
 static void gemv_generic(float *dots, const float *x, int64_t ldx, int64_t R, m2c_tensor W,
                          int64_t o, int64_t K) {
@@ -46,15 +46,38 @@ static void gemv_generic(float *dots, const float *x, int64_t ldx, int64_t R, m2
     }
 }
 
+/* x in the order load16 yields the weights: for bfloat16, each block of sixteen becomes its
+ * eight even elements then its eight odd ones; the tail past the last whole block is unused. */
+static void split_x(float *split, const float *x, int64_t ldx, int64_t R, int64_t K) {
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t k = 0; k + 16 <= K; k += 16)
+            for (int j = 0; j < 8; j++) {
+                split[r * K + k + j] = x[r * ldx + k + 2 * j];
+                split[r * K + k + 8 + j] = x[r * ldx + k + 2 * j + 1];
+            }
+}
+
 #ifdef M2C_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE_AVX2 __attribute__((always_inline, target("avx2,fma,f16c"))) static inline
 
-INLINE_AVX2 __m256 load8(const void *w, m2c_dtype dtype, size_t i) {
-    if (dtype == M2C_F32) return _mm256_loadu_ps((const float *)w + i);
-    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
-    if (dtype == M2C_F16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+/* Sixteen weights from index i as two vectors of eight floats. float32 and float16 give
+ * elements i..i+7 and i+8..i+15. bfloat16 is the high half of a float32, so one 32-byte load
+ * holds sixteen of them and two bit operations widen it: a shift gives the even elements, a mask
+ * the odd ones. The x rows are laid out to match (split_x), which halves the widening work. */
+INLINE_AVX2 void load16(const void *w, m2c_dtype dtype, size_t i, __m256 *a, __m256 *b) {
+    if (dtype == M2C_F32) {
+        *a = _mm256_loadu_ps((const float *)w + i);
+        *b = _mm256_loadu_ps((const float *)w + i + 8);
+    } else if (dtype == M2C_F16) {
+        const __m128i *h = (const __m128i *)((const uint16_t *)w + i);
+        *a = _mm256_cvtph_ps(_mm_loadu_si128(h));
+        *b = _mm256_cvtph_ps(_mm_loadu_si128(h + 1));
+    } else {
+        __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+        *a = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        *b = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)));
+    }
 }
 
 INLINE_AVX2 float hsum(__m256 v) {
@@ -64,24 +87,42 @@ INLINE_AVX2 float hsum(__m256 v) {
 }
 
 /* dots[t * R + r] = W[o + t] . x[r] for OT weight rows and R input rows; R, OT and dtype are
- * compile-time constants at every call site, so the accumulators live in registers. */
-INLINE_AVX2 void gemv_tile(float *dots, const float *x, int64_t ldx, const int R, const int OT,
-                           m2c_tensor W, const m2c_dtype dtype, int64_t o, int64_t K) {
-    __m256 acc[4][GEMV_MAX_ROWS];
+ * compile-time constants at every call site, so the accumulators live in registers. xs is x in
+ * load16's order (x itself but for bfloat16). The weights PREFETCH_BYTES ahead are fetched as
+ * these are read: the rows are short, too short for the hardware prefetcher to get ahead. */
+INLINE_AVX2 void gemv_tile(float *dots, const float *x, const float *xs, int64_t ldx,
+                           int64_t ldxs, const int R, const int OT, m2c_tensor W,
+                           const m2c_dtype dtype, int64_t o, int64_t K) {
+    const size_t size = dtype == M2C_F32 ? 4 : 2;
+    const char *ahead = (const char *)W.data + (size_t)o * K * size + PREFETCH_BYTES;
+    __m256 acc[4][GEMV_MAX_ROWS], acc2[4][GEMV_MAX_ROWS];
     for (int t = 0; t < OT; t++)
-        for (int r = 0; r < R; r++) acc[t][r] = _mm256_setzero_ps();
+        for (int r = 0; r < R; r++) acc[t][r] = acc2[t][r] = _mm256_setzero_ps();
     int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 xv[GEMV_MAX_ROWS];
-        for (int r = 0; r < R; r++) xv[r] = _mm256_loadu_ps(x + r * ldx + k);
+    for (; k + 16 <= K; k += 16) {
+        for (int t = 0; t < OT; t++)
+            for (size_t line = 0; line < 16 * size; line += 64)
+                _mm_prefetch(ahead + ((size_t)t * K + k) * size + line, _MM_HINT_T0);
+        __m256 xa[GEMV_MAX_ROWS], xb[GEMV_MAX_ROWS];
+        for (int r = 0; r < R; r++) {
+            xa[r] = _mm256_loadu_ps(xs + r * ldxs + k);
+            xb[r] = _mm256_loadu_ps(xs + r * ldxs + k + 8);
+        }
         for (int t = 0; t < OT; t++) {
-            __m256 w = load8(W.data, dtype, (size_t)(o + t) * K + k);
-            for (int r = 0; r < R; r++) acc[t][r] = _mm256_fmadd_ps(w, xv[r], acc[t][r]);
+            __m256 wa, wb;
+            load16(W.data, dtype, (size_t)(o + t) * K + k, &wa, &wb);
+            for (int r = 0; r < R; r++) {
+                acc[t][r] = _mm256_fmadd_ps(wa, xa[r], acc[t][r]);
+                if (R <= 2) /* few chains: give each a second one; more would spill */
+                    acc2[t][r] = _mm256_fmadd_ps(wb, xb[r], acc2[t][r]);
+                else
+                    acc[t][r] = _mm256_fmadd_ps(wb, xb[r], acc[t][r]);
+            }
         }
     }
     for (int t = 0; t < OT; t++)
         for (int r = 0; r < R; r++) {
-            float d = hsum(acc[t][r]);
+            float d = hsum(_mm256_add_ps(acc[t][r], acc2[t][r]));
             for (int64_t kk = k; kk < K; kk++)
                 d += m2c_load(W, (size_t)(o + t) * K + kk) * x[r * ldx + kk];
             dots[t * R + r] = d;
@@ -91,15 +132,16 @@ INLINE_AVX2 void gemv_tile(float *dots, const float *x, int64_t ldx, const int R
 #define GEMV_CASE(R_, OT_)                                                       \
     case R_:                                                                     \
         if (OT >= OT_) {                                                         \
-            gemv_tile(dots, x, ldx, R_, OT_, W, dtype, o, K);                    \
+            gemv_tile(dots, x, xs, ldx, ldxs, R_, OT_, W, dtype, o, K);          \
             return OT_;                                                          \
         }                                                                        \
-        gemv_tile(dots, x, ldx, R_, 1, W, dtype, o, K);                          \
+        gemv_tile(dots, x, xs, ldx, ldxs, R_, 1, W, dtype, o, K);                \
         return 1;
 
 /* Computes as many of the OT rows from o as one tile does; returns how many. */
-INLINE_AVX2 int gemv_dtype(float *dots, const float *x, int64_t ldx, int64_t R, m2c_tensor W,
-                           const m2c_dtype dtype, int64_t o, int64_t OT, int64_t K) {
+INLINE_AVX2 int gemv_dtype(float *dots, const float *x, const float *xs, int64_t ldx,
+                           int64_t ldxs, int64_t R, m2c_tensor W, const m2c_dtype dtype, int64_t o,
+                           int64_t OT, int64_t K) {
     switch (R) {
         GEMV_CASE(1, 4)
         GEMV_CASE(2, 2)
@@ -108,28 +150,38 @@ INLINE_AVX2 int gemv_dtype(float *dots, const float *x, int64_t ldx, int64_t R, 
         GEMV_CASE(5, 1)
         GEMV_CASE(6, 1)
         GEMV_CASE(7, 1)
-        default: gemv_tile(dots, x, ldx, GEMV_MAX_ROWS, 1, W, dtype, o, K); return 1;
+        default: gemv_tile(dots, x, xs, ldx, ldxs, GEMV_MAX_ROWS, 1, W, dtype, o, K); return 1;
     }
 }
 
-AVX2 static int gemv_avx2(float *dots, const float *x, int64_t ldx, int64_t R, m2c_tensor W,
-                          int64_t o, int64_t OT, int64_t K) {
+AVX2 static int gemv_avx2(float *dots, const float *x, const float *xs, int64_t ldx,
+                          int64_t ldxs, int64_t R, m2c_tensor W, int64_t o, int64_t OT, int64_t K) {
     switch (W.dtype) {
-    case M2C_BF16: return gemv_dtype(dots, x, ldx, R, W, M2C_BF16, o, OT, K);
-    case M2C_F16: return gemv_dtype(dots, x, ldx, R, W, M2C_F16, o, OT, K);
-    default: return gemv_dtype(dots, x, ldx, R, W, M2C_F32, o, OT, K);
+    case M2C_BF16: return gemv_dtype(dots, x, xs, ldx, ldxs, R, W, M2C_BF16, o, OT, K);
+    case M2C_F16: return gemv_dtype(dots, x, xs, ldx, ldxs, R, W, M2C_F16, o, OT, K);
+    default: return gemv_dtype(dots, x, xs, ldx, ldxs, R, W, M2C_F32, o, OT, K);
     }
 }
 #endif
 
-static void linear_gemv(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
-                        int64_t R, int64_t K, int64_t O, int accumulate) {
+static m2c_status linear_gemv(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
+                              int64_t R, int64_t K, int64_t O, int accumulate) {
 #ifdef M2C_X86
     const int vector = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                        __builtin_cpu_supports("f16c");
 #else
     const int vector = 0;
 #endif
+    const float *xs = x;
+    int64_t ldxs = ldx;
+    float *split = NULL;
+    if (vector && W.dtype == M2C_BF16 && K >= 16) {
+        split = malloc(sizeof(float) * R * K);
+        if (!split) return m2c_fail(M2C_ERR_MEMORY, "out of memory for a GEMV's input rows");
+        split_x(split, x, ldx, R, K);
+        xs = split;
+        ldxs = K;
+    }
 #pragma omp parallel for schedule(static) if (O * K > 32768)
     for (int64_t o0 = 0; o0 < O; o0 += GEMV_BLOCK) {
         int64_t end = o0 + GEMV_BLOCK < O ? o0 + GEMV_BLOCK : O;
@@ -138,7 +190,7 @@ static void linear_gemv(float *out, int64_t ldo, const float *x, int64_t ldx, m2
             int done = 1;
 #ifdef M2C_X86
             if (vector)
-                done = gemv_avx2(dots, x, ldx, R, W, o, end - o, K);
+                done = gemv_avx2(dots, x, xs, ldx, ldxs, R, W, o, end - o, K);
             else
 #endif
                 gemv_generic(dots, x, ldx, R, W, o, K);
@@ -149,7 +201,10 @@ static void linear_gemv(float *out, int64_t ldo, const float *x, int64_t ldx, m2
             o += done;
         }
     }
-    (void)vector;
+    free(split);
+    (void)xs;
+    (void)ldxs;
+    return M2C_OK;
 }
 
 /* ---- GEMM ---- */
@@ -207,7 +262,7 @@ m2c_status m2c_linear(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_
     m2c_status st = M2C_OK;
     if (R <= 0) return M2C_OK; /* no rows: the GEMV tiles would still read GEMV_MAX_ROWS of x */
     if (R <= GEMV_MAX_ROWS)
-        linear_gemv(out, ldo, x, ldx, W, R, K, O, accumulate);
+        st = linear_gemv(out, ldo, x, ldx, W, R, K, O, accumulate);
 #ifdef M2C_HAVE_OPENBLAS
     else if (blas_enabled)
         st = linear_blas(out, ldo, x, ldx, W, R, K, O, accumulate);

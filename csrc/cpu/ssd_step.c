@@ -4,6 +4,22 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "simd.h"
+
+/* One head's P x N state: s = s * decay + (dt x) B^T, y = s C + D x. */
+static M2C_VECTORIZE void head_step(float *y, float *s, const float *x, const float *Bv,
+                                    const float *Cv, float step, float decay, float D, int64_t P,
+                                    int64_t N) {
+    for (int64_t p = 0; p < P; p++) {
+        float *sp = s + p * N, input = step * x[p], acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t n = 0; n < N; n++) {
+            sp[n] = sp[n] * decay + input * Bv[n];
+            acc += sp[n] * Cv[n];
+        }
+        y[p] = acc + D * x[p];
+    }
+}
 
 void m2c_ssd_step(float *y, float *state, int has_state, const float *x, const float *Bm,
                   const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
@@ -12,19 +28,12 @@ void m2c_ssd_step(float *y, float *state, int has_state, const float *x, const f
 #pragma omp parallel for collapse(2) schedule(static) if (B * H * P * N > 32768)
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++) {
-            const float *xb = x + b * ldx + h * P;
-            const float *Bb = Bm + b * ldx + (h / heads_per_group) * N;
-            const float *Cb = Cm + b * ldx + (h / heads_per_group) * N;
             float *s = state + (b * H + h) * P * N;
-            const float step = dt[b * H + h], decay = expf(step * A[h]);
+            const float step = dt[b * H + h];
             if (!has_state) memset(s, 0, sizeof(float) * P * N);
-            for (int64_t p = 0; p < P; p++) {
-                float *sp = s + p * N, input = step * xb[p], acc = 0.0f;
-                for (int64_t n = 0; n < N; n++) {
-                    sp[n] = sp[n] * decay + input * Bb[n];
-                    acc += sp[n] * Cb[n];
-                }
-                y[b * H * P + h * P + p] = acc + D[h] * xb[p];
-            }
+            head_step(y + b * H * P + h * P, s, x + b * ldx + h * P,
+                      Bm + b * ldx + (h / heads_per_group) * N,
+                      Cm + b * ldx + (h / heads_per_group) * N, step, expf(step * A[h]), D[h], P,
+                      N);
         }
 }
