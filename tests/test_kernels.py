@@ -68,8 +68,8 @@ def test_conv1d(rng, K, T):
     assert rel_err(got, want) < 1e-6
     # continuing from a state: fresh state in, the next K inputs out
     state = rng.normal(size=(B, C, K)).astype(np.float32)
-    want, want_state = ref.causal_conv1d(x, w, None, state.astype(np.float64), None)
-    got = ops.causal_conv1d(x, w, None, state=state)
+    want, want_state = ref.causal_conv1d(x, w, b, state.astype(np.float64), mask)
+    got = ops.causal_conv1d(x, w, b, state=state, mask=mask)
     assert rel_err(got, want) < 1e-6
     assert np.array_equal(state, want_state.astype(np.float32))
 

@@ -46,6 +46,23 @@ static M2C_VECTORIZE void conv_block(float *out, float *state, int has_state, co
             }
 }
 
+/* One token (decode) of channels [c0, c0 + n): each channel's window is its kept inputs and the
+ * new one, read in place; the state then shifts by one. Channels are the outer loop here, as the
+ * weights and the state are [channel, tap]. */
+static void conv_step(float *out, float *state, int has_state, const float *in, m2c_tensor w,
+                      m2c_tensor bias, float m, int64_t K, int silu, int64_t c0, int64_t n) {
+    for (int64_t c = 0; c < n; c++) {
+        float *s = state + c * K, acc = bias.data ? m2c_load(bias, c0 + c) : 0.0f;
+        for (int64_t k = 0; k + 1 < K; k++) {
+            s[k] = has_state ? s[k + 1] : 0.0f; /* input at time k - (K - 1) */
+            acc += m2c_load(w, (size_t)(c0 + c) * K + k) * s[k];
+        }
+        s[K - 1] = in[c];
+        acc += m2c_load(w, (size_t)(c0 + c) * K + K - 1) * in[c];
+        out[c] = (silu ? m2c_silu(acc) : acc) * m;
+    }
+}
+
 void m2c_conv1d(float *out, float *state, int has_state, const float *in, int64_t ldin,
                 m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T, int64_t C,
                 int64_t K, int silu) {
@@ -54,6 +71,11 @@ void m2c_conv1d(float *out, float *state, int has_state, const float *in, int64_
     for (int64_t b = 0; b < B; b++)
         for (int64_t blk = 0; blk < blocks; blk++) {
             int64_t c0 = blk * CONV_BLOCK, n = (c0 + CONV_BLOCK < C ? c0 + CONV_BLOCK : C) - c0;
+            if (T == 1 && state) {
+                conv_step(out + b * C + c0, state + (b * C + c0) * K, has_state,
+                          in + b * ldin + c0, w, bias, mask ? mask[b] : 1.0f, K, silu, c0, n);
+                continue;
+            }
             conv_block(out + b * T * C + c0, state ? state + (b * C + c0) * K : NULL, has_state,
                        in + b * T * ldin + c0, ldin, w, bias, mask ? mask + b * T : NULL, T, C,
                        K, silu, c0, n);

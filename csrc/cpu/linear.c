@@ -31,7 +31,7 @@ void m2c_gemm_use_blas(int enable) {
 
 int m2c_gemm_has_blas(void) { return blas_enabled; }
 
-enum { PREFETCH_BYTES = 32768, GEMV_MAX_ROWS = 8, GEMV_BLOCK = 16, WIDEN_ROWS = 256, BUILTIN_COLS = 64 };
+enum { GEMV_MAX_ROWS = 8, GEMV_BLOCK = 16, WIDEN_ROWS = 256, BUILTIN_COLS = 64 };
 
 /* ---- GEMV: R <= GEMV_MAX_ROWS rows against every weight row ----
  * Memory-bound: each weight is loaded once and used for every row. With one row, four weight
@@ -88,21 +88,21 @@ INLINE_AVX2 float hsum(__m256 v) {
 
 /* dots[t * R + r] = W[o + t] . x[r] for OT weight rows and R input rows; R, OT and dtype are
  * compile-time constants at every call site, so the accumulators live in registers. xs is x in
- * load16's order (x itself but for bfloat16). The weights PREFETCH_BYTES ahead are fetched as
- * these are read: the rows are short, too short for the hardware prefetcher to get ahead. */
+ * load16's order (x itself but for bfloat16). The rows are short, too short for the hardware
+ * prefetcher to get ahead of four interleaved streams, so the next tile is prefetched here. */
 INLINE_AVX2 void gemv_tile(float *dots, const float *x, const float *xs, int64_t ldx,
                            int64_t ldxs, const int R, const int OT, m2c_tensor W,
                            const m2c_dtype dtype, int64_t o, int64_t K) {
     const size_t size = dtype == M2C_F32 ? 4 : 2;
-    const char *ahead = (const char *)W.data + (size_t)o * K * size + PREFETCH_BYTES;
+    /* the next tile's rows, which follow these in memory, fetched at the rate these are read */
+    const char *next = (const char *)W.data + (size_t)(o + OT) * K * size;
     __m256 acc[4][GEMV_MAX_ROWS], acc2[4][GEMV_MAX_ROWS];
     for (int t = 0; t < OT; t++)
         for (int r = 0; r < R; r++) acc[t][r] = acc2[t][r] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
-        for (int t = 0; t < OT; t++)
-            for (size_t line = 0; line < 16 * size; line += 64)
-                _mm_prefetch(ahead + ((size_t)t * K + k) * size + line, _MM_HINT_T0);
+        for (size_t line = 0; line < OT * 16 * size; line += 64)
+            _mm_prefetch(next + (size_t)k * OT * size + line, _MM_HINT_T0);
         __m256 xa[GEMV_MAX_ROWS], xb[GEMV_MAX_ROWS];
         for (int r = 0; r < R; r++) {
             xa[r] = _mm256_loadu_ps(xs + r * ldxs + k);
