@@ -22,6 +22,10 @@ CONFIGS = {
     "wide-chunk64": dict(hidden_size=64, num_heads=8, head_dim=16, state_size=16, chunk_size=64,
                          vocab_size=97),
     "per-group-norm": dict(n_groups=2, norm_groups="n_groups", time_step_limit=(0.01, 0.5)),
+    # gated-norm groups wide enough for the decode path that splits a group over a cluster
+    "wide-norm": dict(hidden_size=1024, num_heads=32, head_dim=64, state_size=16, vocab_size=97),
+    "wide-group-norm": dict(hidden_size=2048, num_heads=64, head_dim=64, state_size=16,
+                            n_groups=2, norm_groups="n_groups", vocab_size=97),
 }
 
 

@@ -1,5 +1,7 @@
 /* RMSNorm and the gated RMSNorm: one block per row (or per row and norm group), a block-wide
  * sum of squares, then a second pass scaling the row, which is still in L1/L2. */
+#include <cooperative_groups.h>
+
 #include "kernels.cuh"
 
 /* Few rows (decode) get wide blocks, so one row's loads are spread over many threads. */
@@ -59,11 +61,77 @@ __global__ void rmsnorm_gated_kernel(float *out, const float *y, const float *z,
         out[r * I + g0 + i] = m2c_load(weight, g0 + i) * (yr[i] * m2c_silu(zr[i]) * scale);
 }
 
+/* Few rows with wide groups (decode over the full intermediate width): a block per group would
+ * leave the GPU idle and walk its group serially. On Hopper a group is split over a cluster of
+ * SLICES blocks instead: each gates its slice in registers, and the blocks add their sums of
+ * squares through distributed shared memory, so the group is read once, in parallel. */
+enum { SLICES = 8, SLICE_THREADS = 256, SLICE_KEPT = 8 };
+
+__global__ void rmsnorm_gated_cluster_kernel(float *out, const float *y, const float *z,
+                                             int64_t ldz, m2c_tensor weight, int64_t I,
+                                             int64_t group_size, float eps) {
+#if __CUDA_ARCH__ >= 900
+    __shared__ float scratch[32], partial;
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    const int64_t r = blockIdx.y, slice = group_size / SLICES, i0 = (int64_t)blockIdx.x * slice;
+    float g[SLICE_KEPT], w[SLICE_KEPT], sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < SLICE_KEPT; j++) { /* every load issued before the reduction waits */
+        const int64_t i = i0 + threadIdx.x + (int64_t)j * SLICE_THREADS;
+        const bool in = i < i0 + slice;
+        g[j] = in ? y[r * I + i] * m2c_silu(z[r * ldz + i]) : 0.0f;
+        w[j] = in ? m2c_load(weight, i) : 0.0f;
+        sum += g[j] * g[j];
+    }
+    sum = m2c_block_sum(sum, scratch);
+    if (threadIdx.x == 0) partial = sum;
+    cluster.sync();
+    float total = 0.0f;
+    for (unsigned b = 0; b < SLICES; b++) total += *cluster.map_shared_rank(&partial, b);
+    cluster.sync(); /* no block leaves while another may still read its partial */
+    const float scale = 1.0f / sqrtf(total / (float)group_size + eps);
+#pragma unroll
+    for (int j = 0; j < SLICE_KEPT; j++) {
+        const int64_t i = i0 + threadIdx.x + (int64_t)j * SLICE_THREADS;
+        if (i < i0 + slice) out[r * I + i] = w[j] * (g[j] * scale);
+    }
+#endif
+}
+
+/* Whether the loaded binary of the cluster kernel was built for sm_90 or later. */
+static bool cluster_kernel_usable() {
+    static int usable = -1;
+    if (usable < 0) {
+        cudaFuncAttributes attr;
+        usable = cudaFuncGetAttributes(&attr, rmsnorm_gated_cluster_kernel) == cudaSuccess &&
+                 attr.binaryVersion >= 90;
+        cudaGetLastError();
+    }
+    return usable == 1;
+}
+
 void m2c_cuda_rmsnorm_gated(float *out, const float *y, const float *z, int64_t ldz,
                             m2c_tensor weight, int64_t R, int64_t I, int64_t group_size,
                             float eps) {
     if (R == 0 || I == 0) return;
-    dim3 grid((unsigned)(I / group_size), (unsigned)R);
-    rmsnorm_gated_kernel<<<grid, norm_threads(R * (I / group_size)), 0, m2c_cuda_stream()>>>(
-        out, y, z, ldz, weight, I, group_size, eps);
+    cudaStream_t s = m2c_cuda_stream();
+    const int64_t blocks = R * (I / group_size);
+    if (blocks < 32 && group_size % (SLICES * SLICE_THREADS) == 0 &&
+        group_size <= (int64_t)SLICES * SLICE_THREADS * SLICE_KEPT && cluster_kernel_usable()) {
+        cudaLaunchConfig_t config = {};
+        cudaLaunchAttribute cluster;
+        cluster.id = cudaLaunchAttributeClusterDimension;
+        cluster.val.clusterDim.x = SLICES, cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+        config.gridDim = dim3((unsigned)(I / group_size * SLICES), (unsigned)R);
+        config.blockDim = SLICE_THREADS;
+        config.stream = s;
+        config.attrs = &cluster;
+        config.numAttrs = 1;
+        cudaLaunchKernelEx(&config, rmsnorm_gated_cluster_kernel, out, y, z, ldz, weight, I,
+                           group_size, eps);
+        return;
+    }
+    rmsnorm_gated_kernel<<<dim3((unsigned)(I / group_size), (unsigned)R), norm_threads(blocks), 0,
+                           s>>>(out, y, z, ldz, weight, I, group_size, eps);
 }
