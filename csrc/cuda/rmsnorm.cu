@@ -1,5 +1,6 @@
 /* RMSNorm and the gated RMSNorm: one block per row (or per row and norm group), a block-wide
- * sum of squares, then a second pass scaling the row, which is still in L1/L2. */
+ * sum of squares, then a second pass scaling the row, which is still in L1/L2; at decode a wide
+ * norm group is split over a cluster of blocks instead. */
 #include <cooperative_groups.h>
 
 #include "kernels.cuh"
