@@ -182,7 +182,9 @@ static m2c_status linear_gemv(float *out, int64_t ldo, const float *x, int64_t l
         xs = split;
         ldxs = K;
     }
-#pragma omp parallel for schedule(static) if (O * K > 32768)
+    /* guided: long contiguous runs of rows first (prefetch-friendly), short ones at the end so
+     * that a thread slowed by the machine's other work does not leave the other waiting */
+#pragma omp parallel for schedule(guided) if (O * K > 32768)
     for (int64_t o0 = 0; o0 < O; o0 += GEMV_BLOCK) {
         int64_t end = o0 + GEMV_BLOCK < O ? o0 + GEMV_BLOCK : O;
         for (int64_t o = o0; o < end;) {
