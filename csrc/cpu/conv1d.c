@@ -48,9 +48,10 @@ static M2C_VECTORIZE void conv_block(float *out, float *state, int has_state, co
 
 /* One token (decode) of channels [c0, c0 + n): each channel's window is its kept inputs and the
  * new one, read in place; the state then shifts by one. Channels are the outer loop here, as the
- * weights and the state are [channel, tap]. */
-static void conv_step(float *out, float *state, int has_state, const float *in, m2c_tensor w,
-                      m2c_tensor bias, float m, int64_t K, int silu, int64_t c0, int64_t n) {
+ * weights and the state are [channel, tap]; the activation is a second, vectorised pass. */
+static M2C_VECTORIZE void conv_step(float *out, float *state, int has_state, const float *in,
+                                    m2c_tensor w, m2c_tensor bias, float m, int64_t K, int silu,
+                                    int64_t c0, int64_t n) {
     for (int64_t c = 0; c < n; c++) {
         float *s = state + c * K, acc = bias.data ? m2c_load(bias, c0 + c) : 0.0f;
         for (int64_t k = 0; k + 1 < K; k++) {
@@ -58,9 +59,13 @@ static void conv_step(float *out, float *state, int has_state, const float *in, 
             acc += m2c_load(w, (size_t)(c0 + c) * K + k) * s[k];
         }
         s[K - 1] = in[c];
-        acc += m2c_load(w, (size_t)(c0 + c) * K + K - 1) * in[c];
-        out[c] = (silu ? m2c_silu(acc) : acc) * m;
+        out[c] = acc + m2c_load(w, (size_t)(c0 + c) * K + K - 1) * in[c];
     }
+    if (silu) {
+#pragma omp simd
+        for (int64_t c = 0; c < n; c++) out[c] = m2c_silu(out[c]) * m;
+    } else
+        for (int64_t c = 0; c < n; c++) out[c] *= m;
 }
 
 void m2c_conv1d(float *out, float *state, int has_state, const float *in, int64_t ldin,
