@@ -1,8 +1,6 @@
 /* Float32 GEMM: a small register-blocked kernel (6x16 tiles, AVX2/FMA when the CPU has it) used
  * serially for the SSD's per-head products and, split over threads, as the built-in fallback
  * for the projections when the build has no BLAS. */
-#include <string.h>
-
 #include "kernels.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
