@@ -160,6 +160,8 @@ def _parse_header(raw: bytes, path: str) -> Tuple[Dict[str, _TensorInfo], Dict[s
             raise SafetensorsError(f"{where}: entry must be an object with exactly the fields "
                                    f"dtype, shape and data_offsets, got {_short(entry)}")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(dtype, str):  # a list or an object would not even hash
+            raise SafetensorsError(f"{where}: dtype must be a string, got {_short(dtype)}")
         if dtype not in _DTYPES:
             kind = "unsupported" if dtype in _UNSUPPORTED else "unknown"
             raise SafetensorsError(f"{where}: {kind} dtype {_short(dtype)}")
