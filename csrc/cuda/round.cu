@@ -2,11 +2,13 @@
  * type (tensor cores take both operands in one type), and the bias added to the result. */
 #include "kernels.cuh"
 
+/* Block (row, slice of 256 columns): no division per element. */
 __global__ void round_rows_kernel(void *dst, int is_bf16, const float *src, int64_t lds,
-                                  int64_t K, int64_t n) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const float v = src[(i / K) * lds + i % K];
+                                  int64_t K) {
+    const int64_t k = (int64_t)blockIdx.y * blockDim.x + threadIdx.x, r = blockIdx.x;
+    if (k >= K) return;
+    const int64_t i = r * K + k;
+    const float v = src[r * lds + k];
     if (is_bf16)
         ((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(v);
     else
@@ -16,8 +18,8 @@ __global__ void round_rows_kernel(void *dst, int is_bf16, const float *src, int6
 void m2c_cuda_round_rows(void *dst, m2c_dtype dtype, const float *src, int64_t lds, int64_t R,
                          int64_t K) {
     if (R * K == 0) return;
-    round_rows_kernel<<<m2c_blocks(R * K, 256), 256, 0, m2c_cuda_stream()>>>(
-        dst, dtype == M2C_BF16, src, lds, K, R * K);
+    round_rows_kernel<<<dim3((unsigned)R, m2c_blocks(K, 256)), 256, 0, m2c_cuda_stream()>>>(
+        dst, dtype == M2C_BF16, src, lds, K);
 }
 
 __global__ void add_bias_kernel(float *out, int64_t ldo, m2c_tensor bias, int64_t O, int64_t n) {
