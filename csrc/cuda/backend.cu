@@ -131,8 +131,9 @@ static m2c_status cuda_ssd_chunked(float *y, float *state, int has_state, const 
                                    const float *Bm, const float *Cm, int64_t ldx, const float *dt,
                                    const float *A, const float *D, int64_t B, int64_t T,
                                    int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q,
-                                   float *work) {
-    m2c_cuda_ssd_chunked(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, Q, work);
+                                   m2c_dtype operands, float *work) {
+    m2c_cuda_ssd_chunked(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, Q,
+                         operands, work);
     return M2C_OK;
 }
 

@@ -34,11 +34,12 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, co
                        const float *D, int64_t B, int64_t H, int64_t P, int64_t N, int64_t G);
 
 /* Chunked scan as in the CPU kernel; `work` holds m2c_cuda_ssd_work_floats(...) floats of
- * device memory. */
+ * device memory. `operands`: M2C_BF16 / M2C_F16 run the in-chunk products on tensor cores with
+ * their operands rounded to that type (float32 accumulation); M2C_F32 keeps them exact. */
 void m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const float *x, const float *Bm,
                           const float *Cm, int64_t ldx, const float *dt, const float *A,
                           const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
-                          int64_t G, int64_t Q, float *work);
+                          int64_t G, int64_t Q, m2c_dtype operands, float *work);
 size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
                                 int64_t Q);
 

@@ -9,9 +9,11 @@
  * Decays are exponentiated only for s <= q (differences of a decreasing sum, never > 0), so no
  * inf * 0 appears. Work layout (floats): cs [B, H, T] | w [B, H, T] | CB [B, C, G, Q, Q] |
  * S [B, C, H, P, N]. */
+#include <mma.h>
+
 #include "kernels.cuh"
 
-enum { TILE = 64, TILE_K = 16, TILE_THREADS = 256 };
+enum { TILE = 64, TILE_THREADS = 256 };
 
 static int64_t chunks_of(int64_t T, int64_t Q) { return (T + Q - 1) / Q; }
 
@@ -21,30 +23,94 @@ size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int6
     return (size_t)(2 * B * H * T + B * C * G * Q * Q + B * C * H * P * N);
 }
 
-/* acc[a][b] += sum_k left(i, k) right(k, j) for this thread's 4x4 outputs (i = 4*ty + a,
- * j = 4*tx + b) of a 64x64 tile; the loaders return 0 outside the matrices. LEFT_K / RIGHT_K:
- * the operand is contiguous along k in memory, so neighbouring threads load neighbouring k
- * (coalesced) rather than neighbouring rows. */
-template <bool LEFT_K, bool RIGHT_K, class Left, class Right>
-__device__ __forceinline__ void tile_product(float acc[4][4], int64_t K, Left left, Right right) {
-    /* +4: a k-major fill writes down a column; the pad spreads it over the banks */
-    __shared__ __align__(16) float Ls[TILE_K][TILE + 4], Rs[TILE_K][TILE + 4];
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    for (int64_t k0 = 0; k0 < K; k0 += TILE_K) {
-        for (int e = threadIdx.x; e < TILE_K * TILE; e += TILE_THREADS) {
-            const int kl = LEFT_K ? e % TILE_K : e / TILE, ml = LEFT_K ? e / TILE_K : e % TILE;
-            const int kr = RIGHT_K ? e % TILE_K : e / TILE, mr = RIGHT_K ? e / TILE_K : e % TILE;
-            Ls[kl][ml] = k0 + kl < K ? left(ml, k0 + kl) : 0.0f;
-            Rs[kr][mr] = k0 + kr < K ? right(k0 + kr, mr) : 0.0f;
-        }
-        __syncthreads();
+/* A 64x64 tile of a product, sum_k left(i, k) right(k, j), built up over slabs of K_SLAB k that
+ * the loaders write to shared memory (0 outside the matrices). Two ways to multiply: Exact,
+ * float32 on the CUDA cores, and Tf32, tensor cores with the operands rounded to TF32 (float32's
+ * exponent, 10 mantissa bits: closer to float32 than the 16-bit types, and the scan's states and
+ * decays never leave float32's range) and float32 accumulation. Either way a thread reads its
+ * result as the 4x4 block (4 * ty + a, 4 * tx + b), tx = thread % 16, ty = thread / 16. */
+enum { K_SLAB = 16, SLAB_PAD = 8 /* spreads k-major fills over the banks; keeps rows 32-byte aligned */ };
+
+/* A kernel's shared memory for its tile products: the two slabs, or the finished tile. */
+union TileShared {
+    struct {
+        float L[K_SLAB][TILE + SLAB_PAD], R[K_SLAB][TILE + SLAB_PAD];
+    } slab;
+    float result[TILE][TILE + SLAB_PAD];
+};
+
+struct Exact {
+    float v[4][4] = {};
+    __device__ static float operand(float x) { return x; }
+    __device__ void mma(const TileShared &sh) {
+        const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
-        for (int kk = 0; kk < TILE_K; kk++) {
-            const float4 l = *(const float4 *)&Ls[kk][4 * ty], r = *(const float4 *)&Rs[kk][4 * tx];
+        for (int kk = 0; kk < K_SLAB; kk++) {
+            const float4 l = *(const float4 *)&sh.slab.L[kk][4 * ty],
+                         r = *(const float4 *)&sh.slab.R[kk][4 * tx];
             const float lv[4] = {l.x, l.y, l.z, l.w}, rv[4] = {r.x, r.y, r.z, r.w};
             for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) acc[a][b] += lv[a] * rv[b];
+                for (int b = 0; b < 4; b++) v[a][b] += lv[a] * rv[b];
         }
+    }
+    __device__ void values(float out[4][4], TileShared &) const {
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) out[a][b] = v[a][b];
+    }
+};
+
+/* Warp w owns the 16x32 strip at rows 16 * (w / 2), columns 32 * (w % 2). */
+struct Tf32 {
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> f[2];
+    __device__ Tf32() {
+        nvcuda::wmma::fill_fragment(f[0], 0.0f);
+        nvcuda::wmma::fill_fragment(f[1], 0.0f);
+    }
+    __device__ static float operand(float x) { return nvcuda::wmma::__float_to_tf32(x); }
+    __device__ void mma(const TileShared &sh) {
+        using namespace nvcuda::wmma;
+        const int w = threadIdx.x / 32, row = 16 * (w / 2), col = 32 * (w % 2);
+#pragma unroll
+        for (int kk = 0; kk < K_SLAB; kk += 8) {
+            fragment<matrix_a, 16, 16, 8, precision::tf32, col_major> a; /* L[k][m] */
+            load_matrix_sync(a, &sh.slab.L[kk][row], TILE + SLAB_PAD);
+            for (int j = 0; j < 2; j++) {
+                fragment<matrix_b, 16, 16, 8, precision::tf32, row_major> b;
+                load_matrix_sync(b, &sh.slab.R[kk][col + 16 * j], TILE + SLAB_PAD);
+                mma_sync(f[j], a, b, f[j]);
+            }
+        }
+    }
+    __device__ void values(float out[4][4], TileShared &sh) const {
+        const int w = threadIdx.x / 32, row = 16 * (w / 2), col = 32 * (w % 2);
+        __syncthreads(); /* the slabs (same memory) are no longer read */
+        for (int j = 0; j < 2; j++)
+            nvcuda::wmma::store_matrix_sync(&sh.result[row][col + 16 * j], f[j],
+                                            TILE + SLAB_PAD, nvcuda::wmma::mem_row_major);
+        __syncthreads();
+        const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) out[a][b] = sh.result[4 * ty + a][4 * tx + b];
+        __syncthreads(); /* before another product writes its slabs here */
+    }
+};
+
+/* acc += left x right over k < K. LEFT_K / RIGHT_K: the operand is contiguous along k in memory,
+ * so neighbouring threads load neighbouring k (coalesced) rather than neighbouring rows. */
+template <bool LEFT_K, bool RIGHT_K, class Acc, class Left, class Right>
+__device__ __forceinline__ void tile_product(Acc &acc, TileShared &sh, int64_t K, Left left,
+                                             Right right) {
+    for (int64_t k0 = 0; k0 < K; k0 += K_SLAB) {
+        /* a rolled loop: unrolled, its hoisted addresses cost more registers (and occupancy)
+         * than the loads it overlaps save */
+        for (int e = threadIdx.x; e < K_SLAB * TILE; e += TILE_THREADS) {
+            const int kl = LEFT_K ? e % K_SLAB : e / TILE, ml = LEFT_K ? e / K_SLAB : e % TILE;
+            const int kr = RIGHT_K ? e % K_SLAB : e / TILE, mr = RIGHT_K ? e / K_SLAB : e % TILE;
+            sh.slab.L[kl][ml] = Acc::operand(k0 + kl < K ? left(ml, k0 + kl) : 0.0f);
+            sh.slab.R[kr][mr] = Acc::operand(k0 + kr < K ? right(k0 + kr, mr) : 0.0f);
+        }
+        __syncthreads();
+        acc.mma(sh);
         __syncthreads();
     }
 }
@@ -59,43 +125,57 @@ __device__ __forceinline__ Chunk chunk_at(int64_t b, int64_t c, int64_t T, int64
     return {b, c, t0, (t0 + Q < T ? t0 + Q : T) - t0};
 }
 
-/* One thread per (b, h, chunk): the running sum cs and the end-state weights w. */
+/* One warp per (b, h, chunk): the running sum cs (a warp scan, 32 tokens at a time) and the
+ * end-state weights w. */
 __global__ void ssd_cumsum_kernel(float *cs, float *w, const float *dt, const float *A,
                                   int64_t H, int64_t T, int64_t Q, int64_t C) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32, b = blockIdx.y;
+    const int lane = threadIdx.x % 32;
     if (i >= H * C) return;
     const int64_t h = i / C;
     const Chunk k = chunk_at(b, i % C, T, Q);
     float *csb = cs + (b * H + h) * T, *wb = w + (b * H + h) * T;
-    float sum = 0.0f;
-    for (int64_t t = k.t0; t < k.t0 + k.len; t++) {
-        sum += dt[(b * T + t) * H + h] * A[h];
-        csb[t] = sum;
+    float carried = 0.0f;
+    for (int64_t t0 = k.t0; t0 < k.t0 + k.len; t0 += 32) {
+        const int64_t t = t0 + lane;
+        float v = t < k.t0 + k.len ? dt[(b * T + t) * H + h] * A[h] : 0.0f;
+        for (int offset = 1; offset < 32; offset <<= 1) {
+            const float before = __shfl_up_sync(0xffffffffu, v, offset);
+            if (lane >= offset) v += before;
+        }
+        if (t < k.t0 + k.len) csb[t] = carried + v;
+        carried += __shfl_sync(0xffffffffu, v, 31);
     }
-    for (int64_t t = k.t0; t < k.t0 + k.len; t++)
-        wb[t] = expf(sum - csb[t]) * dt[(b * T + t) * H + h];
+    __syncwarp();
+    for (int64_t t = k.t0 + lane; t < k.t0 + k.len; t += 32)
+        wb[t] = expf(carried - csb[t]) * dt[(b * T + t) * H + h];
 }
 
 /* Block (chunk, group, b): CB = C B^T over the chunk's tokens. */
+template <class Acc>
 __global__ void ssd_cb_kernel(float *CB, const float *Bm, const float *Cm, int64_t ldx, int64_t T,
                               int64_t N, int64_t G, int64_t Q, int64_t C) {
     const int64_t g = blockIdx.y;
     const Chunk k = chunk_at(blockIdx.z, blockIdx.x, T, Q);
     const float *c0 = Cm + (k.b * T + k.t0) * ldx + g * N, *b0 = Bm + (k.b * T + k.t0) * ldx + g * N;
-    float acc[4][4] = {};
+    __shared__ TileShared sh;
+    Acc acc;
     tile_product<true, true>(
-        acc, N, [&](int q, int64_t n) { return q < k.len ? c0[q * ldx + n] : 0.0f; },
+        acc, sh, N, [&](int q, int64_t n) { return q < k.len ? c0[q * ldx + n] : 0.0f; },
         [&](int64_t n, int s) { return s < k.len ? b0[s * ldx + n] : 0.0f; });
+    float v[4][4];
+    acc.values(v, sh);
     float *out = CB + ((k.b * C + k.c) * G + g) * Q * Q;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     for (int a = 0; a < 4; a++)
         for (int bb = 0; bb < 4; bb++) {
             const int q = 4 * ty + a, s = 4 * tx + bb;
-            if (q < Q && s < Q) out[q * Q + s] = acc[a][bb];
+            if (q < Q && s < Q) out[q * Q + s] = v[a][bb];
         }
 }
 
 /* Block (chunk x tile of (p, n), head, b): the chunk's own end state S_c = (w x)^T B. */
+template <class Acc>
 __global__ void ssd_chunk_state_kernel(float *S, const float *x, const float *Bm, int64_t ldx,
                                        const float *w, int64_t T, int64_t H, int64_t P, int64_t N,
                                        int64_t heads_per_group, int64_t Q, int64_t C,
@@ -105,24 +185,30 @@ __global__ void ssd_chunk_state_kernel(float *S, const float *x, const float *Bm
     const Chunk k = chunk_at(blockIdx.z, blockIdx.x / tiles, T, Q);
     const float *xs = x + (k.b * T + k.t0) * ldx + h * P, *bs = Bm + (k.b * T + k.t0) * ldx + g * N;
     const float *ws = w + (k.b * H + h) * T + k.t0;
-    float acc[4][4] = {};
+    __shared__ TileShared sh;
+    Acc acc;
     tile_product<false, false>(
-        acc, k.len,
+        acc, sh, k.len,
         [&](int p, int64_t s) { return p0 + p < P ? ws[s] * xs[s * ldx + p0 + p] : 0.0f; },
         [&](int64_t s, int n) { return n0 + n < N ? bs[s * ldx + n0 + n] : 0.0f; });
+    float v[4][4];
+    acc.values(v, sh);
     float *out = S + ((k.b * C + k.c) * H + h) * P * N;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     for (int a = 0; a < 4; a++)
         for (int bb = 0; bb < 4; bb++) {
             const int64_t p = p0 + 4 * ty + a, n = n0 + 4 * tx + bb;
-            if (p < P && n < N) out[p * N + n] = acc[a][bb];
+            if (p < P && n < N) out[p * N + n] = v[a][bb];
         }
 }
 
+/* Chunks whose slots one thread of the state pass loads before it stores any: the loads do not
+ * wait on the carried value, so a batch of them is in flight at once. */
+enum { PASS_BATCH = 8 };
+
 /* One thread per (b, h, p, n): walks the chunks in order, leaving in each slot of S the state
- * entering that chunk, and the final state in `state`. The only sequential part of the scan:
- * its loads do not depend on the carried value (restrict, unrolled), so they are all in flight
- * together and the chain is just one multiply-add per chunk. */
+ * entering that chunk, and the final state in `state`. The only sequential part of the scan;
+ * the chain itself is one multiply-add per chunk. */
 __global__ void ssd_state_pass_kernel(float *__restrict__ S, float *__restrict__ state,
                                       int has_state, const float *__restrict__ cs, int64_t T,
                                       int64_t H, int64_t PN, int64_t Q, int64_t C, int64_t total) {
@@ -133,18 +219,27 @@ __global__ void ssd_state_pass_kernel(float *__restrict__ S, float *__restrict__
     float *slot = S + b * C * H * PN + h * PN + e;
     const int64_t stride = H * PN; /* from one chunk's slot to the next */
     float carried = has_state ? state[i] : 0.0f;
-#pragma unroll 8
-    for (int64_t c = 0; c < C; c++) {
-        const int64_t last = (c * Q + Q < T ? c * Q + Q : T) - 1;
-        const float own = slot[c * stride], decay = expf(csb[last]);
-        slot[c * stride] = carried;
-        carried = decay * carried + own;
+    for (int64_t c0 = 0; c0 < C; c0 += PASS_BATCH) {
+        float own[PASS_BATCH], decay[PASS_BATCH];
+#pragma unroll
+        for (int j = 0; j < PASS_BATCH; j++) {
+            const int64_t c = c0 + j, last = (c * Q + Q < T ? c * Q + Q : T) - 1;
+            own[j] = c < C ? slot[c * stride] : 0.0f;
+            decay[j] = c < C ? expf(csb[last]) : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < PASS_BATCH; j++)
+            if (c0 + j < C) {
+                slot[(c0 + j) * stride] = carried;
+                carried = decay[j] * carried + own[j];
+            }
     }
     state[i] = carried;
 }
 
 /* Block (chunk x tile of p, head, b): the chunk's outputs, from inside the chunk and from the
  * state entering it. */
+template <class Acc>
 __global__ void ssd_output_kernel(float *y, const float *x, const float *Cm, int64_t ldx,
                                   const float *dt, const float *D, const float *cs,
                                   const float *CB, const float *S, int64_t T, int64_t H,
@@ -156,44 +251,63 @@ __global__ void ssd_output_kernel(float *y, const float *x, const float *Cm, int
     const float *css = cs + (k.b * H + h) * T + k.t0, *dts = dt + (k.b * T + k.t0) * H + h;
     const float *cb = CB + ((k.b * C + k.c) * G + g) * Q * Q;
     const float *sin = S + ((k.b * C + k.c) * H + h) * P * N;
-    float acc[4][4] = {};
+    __shared__ TileShared sh;
+    Acc acc;
     tile_product<true, false>(
-        acc, k.len,
+        acc, sh, k.len,
         [&](int q, int64_t s) {
             return q < k.len && s <= q ? cb[q * Q + s] * expf(css[q] - css[s]) * dts[s * H] : 0.0f;
         },
         [&](int64_t s, int p) { return p0 + p < P ? xs[s * ldx + p0 + p] : 0.0f; });
     tile_product<true, true>(
-        acc, N, [&](int q, int64_t n) { return q < k.len ? expf(css[q]) * cq[q * ldx + n] : 0.0f; },
+        acc, sh, N, [&](int q, int64_t n) { return q < k.len ? expf(css[q]) * cq[q * ldx + n] : 0.0f; },
         [&](int64_t n, int p) { return p0 + p < P ? sin[(p0 + p) * N + n] : 0.0f; });
+    float v[4][4];
+    acc.values(v, sh);
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     for (int a = 0; a < 4; a++)
         for (int bb = 0; bb < 4; bb++) {
             const int64_t q = 4 * ty + a, p = p0 + 4 * tx + bb;
             if (q < k.len && p < P)
-                y[(k.b * T + k.t0 + q) * H * P + h * P + p] = acc[a][bb] + D[h] * xs[q * ldx + p];
+                y[(k.b * T + k.t0 + q) * H * P + h * P + p] = v[a][bb] + D[h] * xs[q * ldx + p];
         }
+}
+
+/* The three tile-product kernels of the scan, multiplying the Acc way. */
+template <class Acc>
+static void ssd_products(float *y, float *state, int has_state, const float *x, const float *Bm,
+                         const float *Cm, int64_t ldx, const float *dt, const float *D,
+                         const float *cs, const float *w, float *CB, float *S, int64_t B,
+                         int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q) {
+    const int64_t C = chunks_of(T, Q), p_tiles = (P + TILE - 1) / TILE,
+                  n_tiles = (N + TILE - 1) / TILE;
+    cudaStream_t st = m2c_cuda_stream();
+    ssd_cb_kernel<Acc><<<dim3((unsigned)C, (unsigned)G, (unsigned)B), TILE_THREADS, 0, st>>>(
+        CB, Bm, Cm, ldx, T, N, G, Q, C);
+    ssd_chunk_state_kernel<Acc>
+        <<<dim3((unsigned)(C * p_tiles * n_tiles), (unsigned)H, (unsigned)B), TILE_THREADS, 0,
+           st>>>(S, x, Bm, ldx, w, T, H, P, N, H / G, Q, C, p_tiles, n_tiles);
+    const int64_t n = B * H * P * N;
+    ssd_state_pass_kernel<<<m2c_blocks(n, 256), 256, 0, st>>>(S, state, has_state, cs, T, H, P * N,
+                                                              Q, C, n);
+    ssd_output_kernel<Acc><<<dim3((unsigned)(C * p_tiles), (unsigned)H, (unsigned)B), TILE_THREADS,
+                            0, st>>>(y, x, Cm, ldx, dt, D, cs, CB, S, T, H, P, N, G, Q, C,
+                                     p_tiles);
 }
 
 void m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const float *x, const float *Bm,
                           const float *Cm, int64_t ldx, const float *dt, const float *A,
                           const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
-                          int64_t G, int64_t Q, float *work) {
+                          int64_t G, int64_t Q, m2c_dtype operands, float *work) {
     if (B * T * H == 0) return;
-    const int64_t C = chunks_of(T, Q), p_tiles = (P + TILE - 1) / TILE,
-                  n_tiles = (N + TILE - 1) / TILE;
+    const int64_t C = chunks_of(T, Q);
     float *cs = work, *w = cs + B * H * T, *CB = w + B * H * T, *S = CB + B * C * G * Q * Q;
-    cudaStream_t st = m2c_cuda_stream();
-    ssd_cumsum_kernel<<<dim3(m2c_blocks(H * C, 256), (unsigned)B), 256, 0, st>>>(cs, w, dt, A, H,
-                                                                                 T, Q, C);
-    ssd_cb_kernel<<<dim3((unsigned)C, (unsigned)G, (unsigned)B), TILE_THREADS, 0, st>>>(
-        CB, Bm, Cm, ldx, T, N, G, Q, C);
-    ssd_chunk_state_kernel<<<dim3((unsigned)(C * p_tiles * n_tiles), (unsigned)H, (unsigned)B),
-                             TILE_THREADS, 0, st>>>(S, x, Bm, ldx, w, T, H, P, N, H / G, Q, C,
-                                                    p_tiles, n_tiles);
-    const int64_t n = B * H * P * N;
-    ssd_state_pass_kernel<<<m2c_blocks(n, 256), 256, 0, st>>>(S, state, has_state, cs, T, H, P * N,
-                                                              Q, C, n);
-    ssd_output_kernel<<<dim3((unsigned)(C * p_tiles), (unsigned)H, (unsigned)B), TILE_THREADS, 0,
-                        st>>>(y, x, Cm, ldx, dt, D, cs, CB, S, T, H, P, N, G, Q, C, p_tiles);
+    ssd_cumsum_kernel<<<dim3(m2c_blocks(32 * H * C, 256), (unsigned)B), 256, 0,
+                        m2c_cuda_stream()>>>(cs, w, dt, A, H, T, Q, C);
+    if (operands == M2C_F32)
+        ssd_products<Exact>(y, state, has_state, x, Bm, Cm, ldx, dt, D, cs, w, CB, S, B, T, H, P,
+                            N, G, Q);
+    else
+        ssd_products<Tf32>(y, state, has_state, x, Bm, Cm, ldx, dt, D, cs, w, CB, S, B, T, H, P,
+                           N, G, Q);
 }

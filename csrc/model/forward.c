@@ -210,7 +210,7 @@ static m2c_status run_block(const m2c_config *c, const m2c_backend *be,
     } else {
         st = be->ssd_chunked(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN,
                              C, ws->dt, ws->A, ws->D, B, Tp, H, c->head_dim, c->state_size,
-                             c->n_groups, m2c_ssd_chunk_size(c, be), ws->ssd);
+                             c->n_groups, m2c_ssd_chunk_size(c, be), lw->in_proj.dtype, ws->ssd);
         if (st != M2C_OK) return backend_status(be, st);
     }
     if ((st = interrupted(a)) != M2C_OK) return st;
