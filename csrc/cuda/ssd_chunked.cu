@@ -13,7 +13,9 @@
 
 #include "kernels.cuh"
 
-enum { TILE = 64, TILE_THREADS = 256 };
+/* TILE_MIN_BLOCKS: blocks a multiprocessor must fit at once (it caps registers at 64): the tile
+ * kernels mostly wait on their loads, and more resident blocks hide more of that wait. */
+enum { TILE = 64, TILE_THREADS = 256, TILE_MIN_BLOCKS = 4 };
 
 static int64_t chunks_of(int64_t T, int64_t Q) { return (T + Q - 1) / Q; }
 
@@ -29,7 +31,8 @@ size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int6
  * exponent, 10 mantissa bits: closer to float32 than the 16-bit types, and the scan's states and
  * decays never leave float32's range) and float32 accumulation. Either way a thread reads its
  * result as the 4x4 block (4 * ty + a, 4 * tx + b), tx = thread % 16, ty = thread / 16. */
-enum { K_SLAB = 16, SLAB_PAD = 8 /* spreads k-major fills over the banks; keeps rows 32-byte aligned */ };
+/* SLAB_PAD spreads k-major fills over the banks and keeps rows 32-byte aligned */
+enum { K_SLAB = 16, SLAB_PAD = 8 };
 
 /* A kernel's shared memory for its tile products: the two slabs, or the finished tile. */
 union TileShared {
@@ -153,8 +156,9 @@ __global__ void ssd_cumsum_kernel(float *cs, float *w, const float *dt, const fl
 
 /* Block (chunk, group, b): CB = C B^T over the chunk's tokens. */
 template <class Acc>
-__global__ void ssd_cb_kernel(float *CB, const float *Bm, const float *Cm, int64_t ldx, int64_t T,
-                              int64_t N, int64_t G, int64_t Q, int64_t C) {
+__global__ void __launch_bounds__(TILE_THREADS, TILE_MIN_BLOCKS)
+ssd_cb_kernel(float *CB, const float *Bm, const float *Cm, int64_t ldx, int64_t T,
+              int64_t N, int64_t G, int64_t Q, int64_t C) {
     const int64_t g = blockIdx.y;
     const Chunk k = chunk_at(blockIdx.z, blockIdx.x, T, Q);
     const float *c0 = Cm + (k.b * T + k.t0) * ldx + g * N, *b0 = Bm + (k.b * T + k.t0) * ldx + g * N;
@@ -176,10 +180,11 @@ __global__ void ssd_cb_kernel(float *CB, const float *Bm, const float *Cm, int64
 
 /* Block (chunk x tile of (p, n), head, b): the chunk's own end state S_c = (w x)^T B. */
 template <class Acc>
-__global__ void ssd_chunk_state_kernel(float *S, const float *x, const float *Bm, int64_t ldx,
-                                       const float *w, int64_t T, int64_t H, int64_t P, int64_t N,
-                                       int64_t heads_per_group, int64_t Q, int64_t C,
-                                       int64_t p_tiles, int64_t n_tiles) {
+__global__ void __launch_bounds__(TILE_THREADS, TILE_MIN_BLOCKS)
+ssd_chunk_state_kernel(float *S, const float *x, const float *Bm, int64_t ldx,
+                       const float *w, int64_t T, int64_t H, int64_t P, int64_t N,
+                       int64_t heads_per_group, int64_t Q, int64_t C,
+                       int64_t p_tiles, int64_t n_tiles) {
     const int64_t tiles = p_tiles * n_tiles, h = blockIdx.y, g = h / heads_per_group;
     const int64_t p0 = (blockIdx.x % tiles) / n_tiles * TILE, n0 = blockIdx.x % n_tiles * TILE;
     const Chunk k = chunk_at(blockIdx.z, blockIdx.x / tiles, T, Q);
@@ -240,11 +245,12 @@ __global__ void ssd_state_pass_kernel(float *__restrict__ S, float *__restrict__
 /* Block (chunk x tile of p, head, b): the chunk's outputs, from inside the chunk and from the
  * state entering it. */
 template <class Acc>
-__global__ void ssd_output_kernel(float *y, const float *x, const float *Cm, int64_t ldx,
-                                  const float *dt, const float *D, const float *cs,
-                                  const float *CB, const float *S, int64_t T, int64_t H,
-                                  int64_t P, int64_t N, int64_t G, int64_t Q, int64_t C,
-                                  int64_t p_tiles) {
+__global__ void __launch_bounds__(TILE_THREADS, TILE_MIN_BLOCKS)
+ssd_output_kernel(float *y, const float *x, const float *Cm, int64_t ldx,
+                  const float *dt, const float *D, const float *cs,
+                  const float *CB, const float *S, int64_t T, int64_t H,
+                  int64_t P, int64_t N, int64_t G, int64_t Q, int64_t C,
+                  int64_t p_tiles) {
     const int64_t h = blockIdx.y, g = h / (H / G), p0 = blockIdx.x % p_tiles * TILE;
     const Chunk k = chunk_at(blockIdx.z, blockIdx.x / p_tiles, T, Q);
     const float *xs = x + (k.b * T + k.t0) * ldx + h * P, *cq = Cm + (k.b * T + k.t0) * ldx + g * N;
@@ -260,7 +266,8 @@ __global__ void ssd_output_kernel(float *y, const float *x, const float *Cm, int
         },
         [&](int64_t s, int p) { return p0 + p < P ? xs[s * ldx + p0 + p] : 0.0f; });
     tile_product<true, true>(
-        acc, sh, N, [&](int q, int64_t n) { return q < k.len ? expf(css[q]) * cq[q * ldx + n] : 0.0f; },
+        acc, sh, N,
+        [&](int q, int64_t n) { return q < k.len ? expf(css[q]) * cq[q * ldx + n] : 0.0f; },
         [&](int64_t n, int p) { return p0 + p < P ? sin[(p0 + p) * N + n] : 0.0f; });
     float v[4][4];
     acc.values(v, sh);
