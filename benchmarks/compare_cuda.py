@@ -77,9 +77,10 @@ def profile_kernels(model, rng):
     from torch.profiler import ProfilerActivity, profile
 
     ids = rng.integers(0, model.config.vocab_size, size=(1, 2048))
-    step = ours_decode(model, 1, rng)
-    for name, fn in (("prefill 2048", ours_prefill(model, ids)), ("10 decode steps b1",
-                                                                   lambda: [step() for _ in range(10)])):
+    step1, step16 = ours_decode(model, 1, rng), ours_decode(model, 16, rng)
+    for name, fn in (("prefill 2048", ours_prefill(model, ids)),
+                     ("10 decode steps b1", lambda: [step1() for _ in range(10)]),
+                     ("10 decode steps b16", lambda: [step16() for _ in range(10)])):
         fn()
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
