@@ -25,16 +25,17 @@ size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int6
     return (size_t)(2 * B * H * T + B * C * G * Q * Q + B * C * H * P * N);
 }
 
+/* SLAB_PAD spreads k-major fills over the banks and keeps rows 32-byte aligned */
+enum { K_SLAB = 16, SLAB_PAD = 8 };
+
 /* A 64x64 tile of a product, sum_k left(i, k) right(k, j), built up over slabs of K_SLAB k that
  * the loaders write to shared memory (0 outside the matrices). Two ways to multiply: Exact,
  * float32 on the CUDA cores, and Tf32, tensor cores with the operands rounded to TF32 (float32's
  * exponent, 10 mantissa bits: closer to float32 than the 16-bit types, and the scan's states and
  * decays never leave float32's range) and float32 accumulation. Either way a thread reads its
  * result as the 4x4 block (4 * ty + a, 4 * tx + b), tx = thread % 16, ty = thread / 16. */
-/* SLAB_PAD spreads k-major fills over the banks and keeps rows 32-byte aligned */
-enum { K_SLAB = 16, SLAB_PAD = 8 };
 
-/* A kernel's shared memory for its tile products: the two slabs, or the finished tile. */
+/* A tile product's shared memory: the two slabs, or the finished tile. */
 union TileShared {
     struct {
         float L[K_SLAB][TILE + SLAB_PAD], R[K_SLAB][TILE + SLAB_PAD];
