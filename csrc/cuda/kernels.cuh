@@ -34,8 +34,8 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, co
                        const float *D, int64_t B, int64_t H, int64_t P, int64_t N, int64_t G);
 
 /* Chunked scan as in the CPU kernel; `work` holds m2c_cuda_ssd_work_floats(...) floats of
- * device memory. `operands`: M2C_BF16 / M2C_F16 run the in-chunk products on tensor cores with
- * their operands rounded to that type (float32 accumulation); M2C_F32 keeps them exact. */
+ * device memory. `operands`: for M2C_BF16 / M2C_F16 (a 16-bit model) the in-chunk products run
+ * on tensor cores with TF32 operands and float32 accumulation; M2C_F32 keeps them exact. */
 void m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const float *x, const float *Bm,
                           const float *Cm, int64_t ldx, const float *dt, const float *A,
                           const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
