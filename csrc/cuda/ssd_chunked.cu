@@ -63,6 +63,9 @@ struct Exact {
     }
 };
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+struct Tf32 : Exact {}; /* no TF32 tensor cores before sm_80: the same products in float32 */
+#else
 /* Warp w owns the 16x32 strip at rows 16 * (w / 2), columns 32 * (w % 2). */
 struct Tf32 {
     nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> f[2];
@@ -98,6 +101,7 @@ struct Tf32 {
         __syncthreads(); /* before another product writes its slabs here */
     }
 };
+#endif
 
 /* acc += left x right over k < K. LEFT_K / RIGHT_K: the operand is contiguous along k in memory,
  * so neighbouring threads load neighbouring k (coalesced) rather than neighbouring rows. */
