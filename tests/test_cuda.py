@@ -73,6 +73,20 @@ def test_16bit_weights_match_cpu(rng, dtype):
     assert rel_err(gpu(ids).logits.numpy(), cpu(ids).logits) <= 3e-2
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("rows", [2, 5, 16])
+def test_decode_sized_16bit_products(rng, dtype, rows):
+    # A few rows (decode at batch > 1) take the same rounded tensor-core products as a prompt:
+    # one sequence of `rows` tokens gives what the first `rows` positions of a longer one give.
+    cpu, gpu = random_pair(rng, dtype=dtype, **CONFIGS["wide-chunk64"])
+    V = cpu.config.vocab_size
+    batch = rng.integers(0, V, size=(rows, 1))
+    assert rel_err(gpu(batch).logits.numpy(), cpu(batch).logits) <= 3e-2
+    ids = rng.integers(0, V, size=(1, 40))
+    long = gpu(ids).logits.numpy()[:, :rows]
+    assert rel_err(gpu(ids[:, :rows]).logits.numpy(), long) <= 1e-3
+
+
 def test_loss_and_labels(rng):
     cpu, gpu = random_pair(rng, **CONFIGS["groups2-chunk8"])
     ids = rng.integers(0, cpu.config.vocab_size, size=(2, 19))
@@ -120,7 +134,7 @@ def test_left_padded_batch_and_greedy_generate(rng):
 
 
 def test_decode_graph_recaptured_after_scratch_grows(rng):
-    # Beyond four rows a bf16 decode step rounds its activations into a scratch buffer that a
+    # Beyond one row a bf16 decode step rounds its activations into a scratch buffer that a
     # larger call reallocates; a graph captured before that must not replay on the old one.
     _, gpu = random_pair(rng, dtype="bfloat16", **CONFIGS["groups2-chunk8"])
     V = gpu.config.vocab_size

@@ -108,8 +108,8 @@ static m2c_status rounded_buffer(size_t bytes, void **out) {
 
 static m2c_status cuda_linear(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
                               m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate) {
-    if (R <= M2C_CUDA_GEMV_ROWS) { /* decode: memory-bound, one pass over W */
-        m2c_cuda_gemv(out, ldo, x, ldx, W, bias, R, K, O, accumulate);
+    if (R == 1) { /* decode at batch 1: memory-bound, one pass over W */
+        m2c_cuda_gemv(out, x, W, bias, K, O, accumulate);
         return M2C_OK;
     }
     const void *xin = x;

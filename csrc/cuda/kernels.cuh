@@ -43,11 +43,10 @@ void m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const float *x,
 size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
                                 int64_t Q);
 
-/* Skinny product for few rows (decode): out[r, o] = sum_k x[r, k] W[o, k] + bias[o]
- * (+ out[r, o] when accumulate), reading each weight once for all R <= M2C_CUDA_GEMV_ROWS rows. */
-enum { M2C_CUDA_GEMV_ROWS = 4 };
-void m2c_cuda_gemv(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
-                   m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate);
+/* The product of one row (decode at batch 1): out[o] = sum_k x[k] W[o, k] + bias[o] (+ out[o]
+ * when accumulate), each weight read once in 16-byte loads. */
+void m2c_cuda_gemv(float *out, const float *x, m2c_tensor W, m2c_tensor bias, int64_t K,
+                   int64_t O, int accumulate);
 
 /* dst[r, k] = src[r * lds + k] rounded to `dtype` (bf16 or f16), dst dense [R, K]: the
  * activation side of a tensor-core GEMM. */
