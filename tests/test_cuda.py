@@ -96,8 +96,9 @@ def test_loss_and_labels(rng):
     assert abs(float(got.loss) - float(want.loss)) <= 1e-4 * abs(float(want.loss))
 
 
-def test_continuation_matches_full_forward(rng):
-    cpu, gpu = random_pair(rng, **CONFIGS["groups2-chunk8"])
+@pytest.mark.parametrize("name", ["groups2-chunk8", "wide-chunk64"])  # scalar and float4 steps
+def test_continuation_matches_full_forward(rng, name):
+    cpu, gpu = random_pair(rng, **CONFIGS[name])
     ids = rng.integers(0, cpu.config.vocab_size, size=(2, 29))
     full = gpu(ids).logits.numpy()
     for split in (1, 3, 8, 17, 28):

@@ -1,15 +1,40 @@
 /* One-token SSD update for every head of a layer in one launch. A block owns (b, h) and
- * STEP_ROWS rows p of its [P, N] state, one warp a row, lanes along n: each state element is
- * read and written once, coalesced, and y[p] = s[p, :] . C is a warp reduction. Small blocks
- * give the GPU enough independent loads in flight at batch 1, where the step is latency-bound. */
+ * STEP_ROWS rows p of its [P, N] state; a warp takes ROWS_PER_WARP rows, its lanes along n, and
+ * issues the loads of all its rows before using any, so that each lane has several state loads
+ * in flight: the step is bound by reading and writing the state once. y[p] = s[p, :] . C ends
+ * each row with a warp reduction. */
 #include "kernels.cuh"
 
-enum { STEP_ROWS = 4, STEP_THREADS = 32 * STEP_ROWS };
+enum { STEP_WARPS = 8, ROWS_PER_WARP = 4, STEP_ROWS = STEP_WARPS * ROWS_PER_WARP };
 
-__global__ void ssd_step_kernel(float *y, float *state, int has_state, const float *x,
-                                const float *Bm, const float *Cm, int64_t ldx, const float *dt,
-                                const float *A, const float *D, int64_t H, int64_t P, int64_t N,
-                                int64_t heads_per_group) {
+/* VEC consecutive floats: four (one 16-byte access) when N allows, else one. */
+template <int VEC> struct Floats { float v[VEC]; };
+
+template <int VEC>
+__device__ __forceinline__ Floats<VEC> load_floats(const float *p) {
+    Floats<VEC> f;
+    if constexpr (VEC == 4) {
+        const float4 q = *(const float4 *)p;
+        f.v[0] = q.x, f.v[1] = q.y, f.v[2] = q.z, f.v[3] = q.w;
+    } else {
+        f.v[0] = *p;
+    }
+    return f;
+}
+
+template <int VEC>
+__device__ __forceinline__ void store_floats(float *p, const Floats<VEC> &f) {
+    if constexpr (VEC == 4)
+        *(float4 *)p = make_float4(f.v[0], f.v[1], f.v[2], f.v[3]);
+    else
+        *p = f.v[0];
+}
+
+template <int VEC>
+__global__ void __launch_bounds__(STEP_WARPS * 32)
+ssd_step_kernel(float *y, float *state, int has_state, const float *x, const float *Bm,
+                const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
+                int64_t H, int64_t P, int64_t N, int64_t heads_per_group) {
     extern __shared__ float shared[]; /* B then C of the head's group, N each */
     float *Bs = shared, *Cs = shared + N;
     const int64_t b = blockIdx.y, h = blockIdx.x, g = h / heads_per_group;
@@ -20,18 +45,31 @@ __global__ void ssd_step_kernel(float *y, float *state, int has_state, const flo
     __syncthreads();
     const float step = dt[b * H + h], decay = expf(step * A[h]);
     const int lane = threadIdx.x & 31;
+    const int64_t p0 = (int64_t)blockIdx.z * STEP_ROWS + (threadIdx.x >> 5) * ROWS_PER_WARP;
     float *s = state + (b * H + h) * P * N;
-    const int64_t p = (int64_t)blockIdx.z * STEP_ROWS + (threadIdx.x >> 5);
-    if (p < P) {
-        const float xp = x[b * ldx + h * P + p], input = step * xp;
-        float *sp = s + p * N, acc = 0.0f;
-        for (int64_t n = lane; n < N; n += 32) {
-            const float v = (has_state ? sp[n] * decay : 0.0f) + input * Bs[n];
-            sp[n] = v;
-            acc += v * Cs[n];
+    const float *xh = x + b * ldx + h * P;
+    float input[ROWS_PER_WARP], acc[ROWS_PER_WARP];
+    for (int r = 0; r < ROWS_PER_WARP; r++) {
+        input[r] = p0 + r < P ? step * xh[p0 + r] : 0.0f;
+        acc[r] = 0.0f;
+    }
+    for (int64_t n = (int64_t)lane * VEC; n < N; n += 32 * VEC) {
+        Floats<VEC> v[ROWS_PER_WARP];
+        for (int r = 0; r < ROWS_PER_WARP; r++)
+            if (p0 + r < P && has_state) v[r] = load_floats<VEC>(s + (p0 + r) * N + n);
+        const Floats<VEC> Bv = load_floats<VEC>(Bs + n), Cv = load_floats<VEC>(Cs + n);
+        for (int r = 0; r < ROWS_PER_WARP; r++) {
+            if (p0 + r >= P) break;
+            for (int i = 0; i < VEC; i++) {
+                v[r].v[i] = (has_state ? v[r].v[i] * decay : 0.0f) + input[r] * Bv.v[i];
+                acc[r] += v[r].v[i] * Cv.v[i];
+            }
+            store_floats<VEC>(s + (p0 + r) * N + n, v[r]);
         }
-        acc = m2c_warp_sum(acc);
-        if (lane == 0) y[(b * H + h) * P + p] = acc + D[h] * xp;
+    }
+    for (int r = 0; r < ROWS_PER_WARP; r++) {
+        const float sum = m2c_warp_sum(acc[r]);
+        if (lane == 0 && p0 + r < P) y[(b * H + h) * P + p0 + r] = sum + D[h] * xh[p0 + r];
     }
 }
 
@@ -39,8 +77,13 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, co
                        const float *Cm, int64_t ldx, const float *dt, const float *A,
                        const float *D, int64_t B, int64_t H, int64_t P, int64_t N, int64_t G) {
     if (B * H == 0) return;
-    ssd_step_kernel<<<dim3((unsigned)H, (unsigned)B, m2c_blocks(P, STEP_ROWS)), STEP_THREADS,
-                      2 * N * sizeof(float),
-                      m2c_cuda_stream()>>>(
-        y, state, has_state, x, Bm, Cm, ldx, dt, A, D, H, P, N, H / G);
+    const dim3 grid((unsigned)H, (unsigned)B, m2c_blocks(P, STEP_ROWS));
+    const size_t shared = 2 * N * sizeof(float);
+    cudaStream_t s = m2c_cuda_stream();
+    if (N % 4 == 0 && (uintptr_t)state % 16 == 0)
+        ssd_step_kernel<4><<<grid, STEP_WARPS * 32, shared, s>>>(y, state, has_state, x, Bm, Cm,
+                                                                 ldx, dt, A, D, H, P, N, H / G);
+    else
+        ssd_step_kernel<1><<<grid, STEP_WARPS * 32, shared, s>>>(y, state, has_state, x, Bm, Cm,
+                                                                 ldx, dt, A, D, H, P, N, H / G);
 }
