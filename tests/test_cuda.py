@@ -26,6 +26,8 @@ CONFIGS = {
     "wide-norm": dict(hidden_size=1024, num_heads=32, head_dim=64, state_size=16, vocab_size=97),
     "wide-group-norm": dict(hidden_size=2048, num_heads=64, head_dim=64, state_size=16,
                             n_groups=2, norm_groups="n_groups", vocab_size=97),
+    # rows whose widths are not multiples of four: the kernels' one-float paths
+    "odd-widths": dict(hidden_size=15, num_heads=6, head_dim=5),
 }
 
 
@@ -65,8 +67,9 @@ def test_forward_matches_cpu(rng, name, T):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_16bit_weights_match_cpu(rng, dtype):
-    cpu, gpu = random_pair(rng, dtype=dtype, **CONFIGS["wide-chunk64"])
+@pytest.mark.parametrize("name", ["wide-chunk64", "odd-widths"])
+def test_16bit_weights_match_cpu(rng, dtype, name):
+    cpu, gpu = random_pair(rng, dtype=dtype, **CONFIGS[name])
     ids = rng.integers(0, cpu.config.vocab_size, size=(3, 40))
     # The GPU rounds activations to the weights' type before each large product, as
     # transformers' 16-bit models do; the CPU keeps them in float32.

@@ -47,6 +47,36 @@ __device__ __forceinline__ float m2c_block_sum(float v, float *scratch) {
     return m2c_warp_sum(v);
 }
 
+/* VEC consecutive floats, moved as one 16-byte access when VEC is 4 (the address then a
+ * multiple of 16 bytes) and one at a time when VEC is 1: kernels pick VEC = 4 when their rows
+ * allow it. */
+template <int VEC> struct m2c_floats { float v[VEC]; };
+
+template <int VEC>
+__device__ __forceinline__ m2c_floats<VEC> m2c_load_floats(const float *p) {
+    m2c_floats<VEC> f;
+    if constexpr (VEC == 4) {
+        const float4 q = *(const float4 *)p;
+        f.v[0] = q.x, f.v[1] = q.y, f.v[2] = q.z, f.v[3] = q.w;
+    } else {
+        for (int i = 0; i < VEC; i++) f.v[i] = p[i];
+    }
+    return f;
+}
+
+template <int VEC>
+__device__ __forceinline__ void m2c_store_floats(float *p, const m2c_floats<VEC> &f) {
+    if constexpr (VEC == 4)
+        *(float4 *)p = make_float4(f.v[0], f.v[1], f.v[2], f.v[3]);
+    else
+        for (int i = 0; i < VEC; i++) p[i] = f.v[i];
+}
+
+/* Whether rows of floats starting at p, `stride` floats apart, are all 16-byte aligned. */
+static inline bool m2c_rows_aligned16(const float *p, int64_t stride) {
+    return (uintptr_t)p % 16 == 0 && stride % 4 == 0;
+}
+
 static inline unsigned m2c_blocks(int64_t n, int threads) {
     return (unsigned)((n + threads - 1) / threads);
 }

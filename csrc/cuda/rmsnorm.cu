@@ -30,36 +30,58 @@ void m2c_cuda_rmsnorm(float *out, const float *x, m2c_tensor weight, const float
 }
 
 /* Block (group, row): g = y * silu(z) over the group's channels, normalised by its own rms.
- * A thread keeps its first GATED_KEPT gate values in registers between the two passes; wider
- * groups recompute the rest. */
-enum { GATED_KEPT = 8 };
+ * A thread keeps its first GATED_KEPT x VEC gate values in registers between the two passes;
+ * wider groups recompute the rest. With VEC = 4 a block has GATED_VEC_THREADS threads (more would
+ * not have the registers) and keeps groups of up to 8,192 whole. */
+enum { GATED_KEPT = 8, GATED_VEC_THREADS = 256 };
 
-__global__ void rmsnorm_gated_kernel(float *out, const float *y, const float *z, int64_t ldz,
+template <int VEC>
+__global__ void __launch_bounds__(VEC == 4 ? GATED_VEC_THREADS : 1024)
+rmsnorm_gated_kernel(float *out, const float *y, const float *z, int64_t ldz,
                                      m2c_tensor weight, int64_t I, int64_t group_size, float eps) {
     __shared__ float scratch[32];
     const int64_t r = blockIdx.y, g0 = (int64_t)blockIdx.x * group_size;
     const float *yr = y + r * I + g0, *zr = z + r * ldz + g0;
-    const int64_t kept_end = (int64_t)GATED_KEPT * blockDim.x;
-    float kept[GATED_KEPT], sum = 0.0f;
+    float *outr = out + r * I + g0;
+    const int64_t first = (int64_t)VEC * threadIdx.x, stride = (int64_t)VEC * blockDim.x;
+    const int64_t kept_end = GATED_KEPT * stride;
+    m2c_floats<VEC> kept[GATED_KEPT];
+    float sum = 0.0f;
 #pragma unroll
     for (int j = 0; j < GATED_KEPT; j++) { /* constant indices: kept stays in registers */
-        const int64_t i = threadIdx.x + (int64_t)j * blockDim.x;
-        kept[j] = i < group_size ? yr[i] * m2c_silu(zr[i]) : 0.0f;
-        sum += kept[j] * kept[j];
+        const int64_t i = first + j * stride;
+        if (i < group_size) {
+            const m2c_floats<VEC> yv = m2c_load_floats<VEC>(yr + i), zv = m2c_load_floats<VEC>(zr + i);
+            for (int e = 0; e < VEC; e++) kept[j].v[e] = yv.v[e] * m2c_silu(zv.v[e]);
+        } else {
+            for (int e = 0; e < VEC; e++) kept[j].v[e] = 0.0f;
+        }
+        for (int e = 0; e < VEC; e++) sum += kept[j].v[e] * kept[j].v[e];
     }
-    for (int64_t i = threadIdx.x + kept_end; i < group_size; i += blockDim.x) {
-        const float g = yr[i] * m2c_silu(zr[i]);
-        sum += g * g;
+    for (int64_t i = first + kept_end; i < group_size; i += stride) {
+        const m2c_floats<VEC> yv = m2c_load_floats<VEC>(yr + i), zv = m2c_load_floats<VEC>(zr + i);
+        for (int e = 0; e < VEC; e++) {
+            const float g = yv.v[e] * m2c_silu(zv.v[e]);
+            sum += g * g;
+        }
     }
     sum = m2c_block_sum(sum, scratch); /* every thread has read its y before any writes out */
     const float scale = 1.0f / sqrtf(sum / (float)group_size + eps);
 #pragma unroll
     for (int j = 0; j < GATED_KEPT; j++) {
-        const int64_t i = threadIdx.x + (int64_t)j * blockDim.x;
-        if (i < group_size) out[r * I + g0 + i] = m2c_load(weight, g0 + i) * (kept[j] * scale);
+        const int64_t i = first + j * stride;
+        if (i >= group_size) continue;
+        m2c_floats<VEC> o;
+        for (int e = 0; e < VEC; e++) o.v[e] = m2c_load(weight, g0 + i + e) * (kept[j].v[e] * scale);
+        m2c_store_floats<VEC>(outr + i, o);
     }
-    for (int64_t i = threadIdx.x + kept_end; i < group_size; i += blockDim.x)
-        out[r * I + g0 + i] = m2c_load(weight, g0 + i) * (yr[i] * m2c_silu(zr[i]) * scale);
+    for (int64_t i = first + kept_end; i < group_size; i += stride) {
+        const m2c_floats<VEC> yv = m2c_load_floats<VEC>(yr + i), zv = m2c_load_floats<VEC>(zr + i);
+        m2c_floats<VEC> o;
+        for (int e = 0; e < VEC; e++)
+            o.v[e] = m2c_load(weight, g0 + i + e) * (yv.v[e] * m2c_silu(zv.v[e]) * scale);
+        m2c_store_floats<VEC>(outr + i, o);
+    }
 }
 
 /* Few rows with wide groups (decode over the full intermediate width): a block per group would
@@ -133,6 +155,12 @@ void m2c_cuda_rmsnorm_gated(float *out, const float *y, const float *z, int64_t 
                            group_size, eps);
         return;
     }
-    rmsnorm_gated_kernel<<<dim3((unsigned)(I / group_size), (unsigned)R), norm_threads(blocks), 0,
-                           s>>>(out, y, z, ldz, weight, I, group_size, eps);
+    const dim3 grid((unsigned)(I / group_size), (unsigned)R);
+    if (group_size % 4 == 0 && m2c_rows_aligned16(y, I) && m2c_rows_aligned16(z, ldz) &&
+        m2c_rows_aligned16(out, I))
+        rmsnorm_gated_kernel<4><<<grid, GATED_VEC_THREADS, 0, s>>>(out, y, z, ldz, weight, I,
+                                                                  group_size, eps);
+    else
+        rmsnorm_gated_kernel<1><<<grid, norm_threads(blocks), 0, s>>>(out, y, z, ldz, weight, I,
+                                                                     group_size, eps);
 }

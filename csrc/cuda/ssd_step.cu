@@ -7,29 +7,6 @@
 
 enum { STEP_WARPS = 8, ROWS_PER_WARP = 4, STEP_ROWS = STEP_WARPS * ROWS_PER_WARP };
 
-/* VEC consecutive floats: four (one 16-byte access) when N allows, else one. */
-template <int VEC> struct Floats { float v[VEC]; };
-
-template <int VEC>
-__device__ __forceinline__ Floats<VEC> load_floats(const float *p) {
-    Floats<VEC> f;
-    if constexpr (VEC == 4) {
-        const float4 q = *(const float4 *)p;
-        f.v[0] = q.x, f.v[1] = q.y, f.v[2] = q.z, f.v[3] = q.w;
-    } else {
-        f.v[0] = *p;
-    }
-    return f;
-}
-
-template <int VEC>
-__device__ __forceinline__ void store_floats(float *p, const Floats<VEC> &f) {
-    if constexpr (VEC == 4)
-        *(float4 *)p = make_float4(f.v[0], f.v[1], f.v[2], f.v[3]);
-    else
-        *p = f.v[0];
-}
-
 template <int VEC>
 __global__ void __launch_bounds__(STEP_WARPS * 32)
 ssd_step_kernel(float *y, float *state, int has_state, const float *x, const float *Bm,
@@ -54,17 +31,17 @@ ssd_step_kernel(float *y, float *state, int has_state, const float *x, const flo
         acc[r] = 0.0f;
     }
     for (int64_t n = (int64_t)lane * VEC; n < N; n += 32 * VEC) {
-        Floats<VEC> v[ROWS_PER_WARP];
+        m2c_floats<VEC> v[ROWS_PER_WARP];
         for (int r = 0; r < ROWS_PER_WARP; r++)
-            if (p0 + r < P && has_state) v[r] = load_floats<VEC>(s + (p0 + r) * N + n);
-        const Floats<VEC> Bv = load_floats<VEC>(Bs + n), Cv = load_floats<VEC>(Cs + n);
+            if (p0 + r < P && has_state) v[r] = m2c_load_floats<VEC>(s + (p0 + r) * N + n);
+        const m2c_floats<VEC> Bv = m2c_load_floats<VEC>(Bs + n), Cv = m2c_load_floats<VEC>(Cs + n);
         for (int r = 0; r < ROWS_PER_WARP; r++) {
             if (p0 + r >= P) break;
             for (int i = 0; i < VEC; i++) {
                 v[r].v[i] = (has_state ? v[r].v[i] * decay : 0.0f) + input[r] * Bv.v[i];
                 acc[r] += v[r].v[i] * Cv.v[i];
             }
-            store_floats<VEC>(s + (p0 + r) * N + n, v[r]);
+            m2c_store_floats<VEC>(s + (p0 + r) * N + n, v[r]);
         }
     }
     for (int r = 0; r < ROWS_PER_WARP; r++) {
@@ -80,7 +57,7 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, co
     const dim3 grid((unsigned)H, (unsigned)B, m2c_blocks(P, STEP_ROWS));
     const size_t shared = 2 * N * sizeof(float);
     cudaStream_t s = m2c_cuda_stream();
-    if (N % 4 == 0 && (uintptr_t)state % 16 == 0)
+    if (m2c_rows_aligned16(state, N))
         ssd_step_kernel<4><<<grid, STEP_WARPS * 32, shared, s>>>(y, state, has_state, x, Bm, Cm,
                                                                  ldx, dt, A, D, H, P, N, H / G);
     else
