@@ -9,7 +9,8 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-MAMBA2C_CUDA=1 $PY setup.py build_ext --inplace -q >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+# --force: objects left by an earlier build can be newer than sources copied in since
+MAMBA2C_CUDA=1 $PY setup.py build_ext --inplace --force -q >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 $PY -c "import mamba2c; print('cuda available:', mamba2c.cuda.is_available(), mamba2c.cuda.unavailable_reason())"
 $PY -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py -rs -s 2>&1 | tee "$OUT/tests.txt" | tail -40
 cat >"$OUT/sanitize.py" <<'PYEOF'
