@@ -120,8 +120,9 @@ def test_ssd_chunked(rng, case, with_state):
 
 
 @pytest.mark.parametrize("G", [1, 2, 4])
-def test_ssd_step_matches_the_recurrence(rng, G):
-    b, H, P, N = 3, 4, 5, 6
+@pytest.mark.parametrize("P, N", [(5, 6), (7, 37)])  # rows four at a time and a tail
+def test_ssd_step_matches_the_recurrence(rng, G, P, N):
+    b, H = 3, 4
     state = rng.normal(size=(b, H, P, N)).astype(np.float32)
     x = rng.normal(size=(b, H, P)).astype(np.float32)
     dt = ref.softplus(rng.normal(size=(b, H))).astype(np.float32)
