@@ -15,7 +15,9 @@ template <typename T> struct Pack { static constexpr int N = 16 / sizeof(T); };
 __device__ __forceinline__ float2 widen2(uint32_t v, __nv_bfloat16) {
     return __bfloat1622float2(*(const __nv_bfloat162 *)&v);
 }
-__device__ __forceinline__ float2 widen2(uint32_t v, __half) { return __half22float2(*(const __half2 *)&v); }
+__device__ __forceinline__ float2 widen2(uint32_t v, __half) {
+    return __half22float2(*(const __half2 *)&v);
+}
 
 /* The N weights of `raw` dotted with x[k : k + N]. */
 __device__ __forceinline__ float dot(uint4 raw, float, const float *x, int64_t k) {

@@ -37,8 +37,8 @@ enum { GATED_KEPT = 8, GATED_VEC_THREADS = 256 };
 
 template <int VEC>
 __global__ void __launch_bounds__(VEC == 4 ? GATED_VEC_THREADS : 1024)
-rmsnorm_gated_kernel(float *out, const float *y, const float *z, int64_t ldz,
-                                     m2c_tensor weight, int64_t I, int64_t group_size, float eps) {
+rmsnorm_gated_kernel(float *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
+                     int64_t I, int64_t group_size, float eps) {
     __shared__ float scratch[32];
     const int64_t r = blockIdx.y, g0 = (int64_t)blockIdx.x * group_size;
     const float *yr = y + r * I + g0, *zr = z + r * ldz + g0;
@@ -51,7 +51,8 @@ rmsnorm_gated_kernel(float *out, const float *y, const float *z, int64_t ldz,
     for (int j = 0; j < GATED_KEPT; j++) { /* constant indices: kept stays in registers */
         const int64_t i = first + j * stride;
         if (i < group_size) {
-            const m2c_floats<VEC> yv = m2c_load_floats<VEC>(yr + i), zv = m2c_load_floats<VEC>(zr + i);
+            const m2c_floats<VEC> yv = m2c_load_floats<VEC>(yr + i);
+            const m2c_floats<VEC> zv = m2c_load_floats<VEC>(zr + i);
             for (int e = 0; e < VEC; e++) kept[j].v[e] = yv.v[e] * m2c_silu(zv.v[e]);
         } else {
             for (int e = 0; e < VEC; e++) kept[j].v[e] = 0.0f;
@@ -72,7 +73,8 @@ rmsnorm_gated_kernel(float *out, const float *y, const float *z, int64_t ldz,
         const int64_t i = first + j * stride;
         if (i >= group_size) continue;
         m2c_floats<VEC> o;
-        for (int e = 0; e < VEC; e++) o.v[e] = m2c_load(weight, g0 + i + e) * (kept[j].v[e] * scale);
+        for (int e = 0; e < VEC; e++)
+            o.v[e] = m2c_load(weight, g0 + i + e) * (kept[j].v[e] * scale);
         m2c_store_floats<VEC>(outr + i, o);
     }
     for (int64_t i = first + kept_end; i < group_size; i += stride) {
