@@ -120,7 +120,7 @@ def test_ssd_chunked(rng, case, with_state):
 
 
 @pytest.mark.parametrize("G", [1, 2, 4])
-@pytest.mark.parametrize("P, N", [(5, 6), (7, 37)])  # rows four at a time and a tail
+@pytest.mark.parametrize("P, N", [(5, 6), (7, 37)])  # N: under one vector, and several plus a rest
 def test_ssd_step_matches_the_recurrence(rng, G, P, N):
     b, H = 3, 4
     state = rng.normal(size=(b, H, P, N)).astype(np.float32)
