@@ -28,6 +28,9 @@ CONFIGS = {
                             n_groups=2, norm_groups="n_groups", vocab_size=97),
     # rows whose widths are not multiples of four: the kernels' one-float paths
     "odd-widths": dict(hidden_size=15, num_heads=6, head_dim=5),
+    # heads wider than the scan's 64-channel slices (a full and a partial one), a state width
+    # that is not a multiple of 32
+    "wide-heads": dict(hidden_size=96, num_heads=2, head_dim=96, state_size=40),
 }
 
 
@@ -52,7 +55,7 @@ def random_pair(rng, dtype="float32", **overrides):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("T", [1, 7, 8, 21])
+@pytest.mark.parametrize("T", [1, 7, 8, 21, 150])  # 150: across the scan's chunks
 def test_forward_matches_cpu(rng, name, T):
     cpu, gpu = random_pair(rng, **CONFIGS[name])
     ids = rng.integers(0, cpu.config.vocab_size, size=(2, T))
@@ -63,14 +66,15 @@ def test_forward_matches_cpu(rng, name, T):
     for g, w in zip(got.hidden_states, want.hidden_states):
         assert rel_err(g.numpy(), w) <= 1e-4
     assert rel_err(got.cache_params.ssm_states.numpy(), want.cache_params.ssm_states) <= 1e-4
-    assert rel_err(got.cache_params.conv_states.numpy(), want.cache_params.conv_states) <= 1e-5
+    # a deeper layer's conv state is its input projection, as close as the hidden states are
+    assert rel_err(got.cache_params.conv_states.numpy(), want.cache_params.conv_states) <= 1e-4
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("name", ["wide-chunk64", "odd-widths"])
+@pytest.mark.parametrize("name", ["wide-chunk64", "odd-widths", "wide-heads"])
 def test_16bit_weights_match_cpu(rng, dtype, name):
     cpu, gpu = random_pair(rng, dtype=dtype, **CONFIGS[name])
-    ids = rng.integers(0, cpu.config.vocab_size, size=(3, 40))
+    ids = rng.integers(0, cpu.config.vocab_size, size=(3, 150))
     # The GPU rounds activations to the weights' type before each large product, as
     # transformers' 16-bit models do; the CPU keeps them in float32.
     assert rel_err(gpu(ids).logits.numpy(), cpu(ids).logits) <= 3e-2

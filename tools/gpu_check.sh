@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of the CUDA backend, for a machine with an NVIDIA GPU and nvcc: builds the
-# extension in place, runs the CUDA tests, compute-sanitizer (memcheck) on a small forward and
-# decode, and optionally the comparison benchmark. Results go to $OUT (default ./gpu-results).
+# extension in place, runs the CUDA tests, compute-sanitizer (memcheck and racecheck) on a small
+# forward and decode, and optionally the comparison benchmark. Results go to $OUT (default
+# ./gpu-results).
 #   bash tools/gpu_check.sh [--bench]
 set -uo pipefail
 OUT=${OUT:-gpu-results}
@@ -18,13 +19,16 @@ import numpy as np, mamba2c
 config = mamba2c.Mamba2Config(vocab_size=61, hidden_size=16, num_hidden_layers=2, num_heads=8,
                               head_dim=4, state_size=6, n_groups=2, chunk_size=8)
 model = mamba2c.Mamba2ForCausalLM(config, seed=0, device="cuda")
-ids = np.random.default_rng(0).integers(0, 61, size=(2, 21))
+ids = np.random.default_rng(0).integers(0, 61, size=(2, 150))  # several chunks of the scan
 out = model(ids, use_cache=True, labels=ids)
 model.generate(ids, max_new_tokens=4, do_sample=False)
+mamba2c.Mamba2ForCausalLM(config, seed=0, device="cuda", dtype="bfloat16")(ids)  # tensor-core scan
 print("sanitized run done", float(out.loss))
 PYEOF
 if command -v compute-sanitizer >/dev/null; then
     compute-sanitizer --tool memcheck --error-exitcode 3 $PY "$OUT/sanitize.py" 2>&1 | tail -15 | tee "$OUT/memcheck.txt"
+    # shared-memory hazards between the warps of a block (the scan's pipeline)
+    compute-sanitizer --tool racecheck --error-exitcode 3 $PY "$OUT/sanitize.py" 2>&1 | tail -15 | tee "$OUT/racecheck.txt"
 fi
 if [ "${1:-}" = "--bench" ]; then
     $PY benchmarks/compare_cuda.py --json "$OUT/compare_cuda.json" ${BENCH_ARGS:-} >"$OUT/bench.txt" 2>&1; tail -30 "$OUT/bench.txt"

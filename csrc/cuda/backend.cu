@@ -127,14 +127,21 @@ static m2c_status cuda_linear(float *out, int64_t ldo, const float *x, int64_t l
     return st;
 }
 
+/* The scan picks its own chunk length and needs no work memory: Q and work go unused. */
 static m2c_status cuda_ssd_chunked(float *y, float *state, int has_state, const float *x,
                                    const float *Bm, const float *Cm, int64_t ldx, const float *dt,
                                    const float *A, const float *D, int64_t B, int64_t T,
                                    int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q,
                                    m2c_dtype operands, float *work) {
-    m2c_cuda_ssd_chunked(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, Q,
-                         operands, work);
-    return M2C_OK;
+    (void)Q, (void)work;
+    return m2c_cuda_ssd_chunked(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G,
+                                operands);
+}
+
+static size_t cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
+                                   int64_t G, int64_t Q) {
+    (void)B, (void)T, (void)H, (void)P, (void)N, (void)G, (void)Q;
+    return 0;
 }
 
 static m2c_status cuda_cross_entropy(float *loss, const float *logits, const int64_t *labels,
@@ -159,8 +166,7 @@ static m2c_status cuda_cross_entropy(float *loss, const float *logits, const int
     return err == cudaSuccess ? M2C_OK : cuda_failed(err, "computing the loss");
 }
 
-/* The chunk the CUDA scan works in: one 64-token tile of its in-chunk products (ssd_chunked.cu);
- * longer chunks would only add quadratic in-chunk work. */
+/* The longest chunk the CUDA scan walks in (ssd_chunked.cu, which picks its own length). */
 enum { CUDA_MAX_CHUNK = 64 };
 
 extern "C" const m2c_backend m2c_cuda_backend = {
@@ -181,7 +187,7 @@ extern "C" const m2c_backend m2c_cuda_backend = {
     m2c_cuda_dt_softplus,
     m2c_cuda_ssd_decay,
     cuda_ssd_chunked,
-    m2c_cuda_ssd_work_floats,
+    cuda_ssd_work_floats,
     m2c_cuda_ssd_step,
     cuda_cross_entropy,
 };
