@@ -6,8 +6,8 @@ Environment:
   MAMBA2C_DEBUG=1         -O0 -g, for debuggers and sanitizers
   MAMBA2C_CUDA=auto|0|1   build the CUDA backend mamba2c._cuda when nvcc is found (auto)
   MAMBA2C_CUDA_ARCHS      compute capabilities to build machine code for, ';'-separated
-                          (default "90"); PTX for the lowest one is embedded as well, so newer
-                          GPUs run it too
+                          (default "90", 80 or newer); PTX for the lowest one is embedded as
+                          well, so newer GPUs run it too
 """
 import glob
 import os
@@ -141,6 +141,10 @@ class BuildExt(build_ext):
     def compile_cuda(self, ext, sources):
         archs = [a.strip() for a in os.environ.get("MAMBA2C_CUDA_ARCHS", "90").split(";")
                  if a.strip()]
+        too_old = [a for a in archs if int(a) < 80]
+        if too_old:
+            raise SystemExit("MAMBA2C_CUDA_ARCHS: the CUDA backend needs compute capability 8.0 "
+                             f"or newer (TF32 tensor cores, cp.async), not {';'.join(too_old)}")
         gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
         gencode.append(f"-gencode=arch=compute_{min(archs, key=int)},code=compute_"
                        f"{min(archs, key=int)}")

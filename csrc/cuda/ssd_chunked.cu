@@ -20,8 +20,10 @@ enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
 /* A block's shared memory, in floats. L tokens a chunk, PT channels, NP state columns (each a
  * multiple of 32: the warps' output tiles cover them exactly; the padding is zero).
  * `stages` copies of the per-chunk x, B and dt, so the next chunk's arrive while this one is
- * used; C, the masked products M and the state S once. Row strides are chosen so that the
- * tensor-core fragment loads of each product fall in 32 different banks. */
+ * used; C, the masked products M and the state S once. Row strides: rows that ldmatrix reads
+ * (C, M, S) are an odd number of 16-byte units apart, rows read a column at a time (x, B) 8
+ * floats past a multiple of 32, so that each fragment load hits 32 different banks (B read by
+ * ldmatrix, in C B^T, takes two passes). */
 struct ScanLayout {
     int L, PT, NP, stages;
     __host__ __device__ int x_ld() const { return PT + 8; }
@@ -34,11 +36,14 @@ struct ScanLayout {
     }
 };
 
-/* Copies BYTES (4 or 16) from global to shared memory, or zeros where !valid: asynchronous from
- * sm_80 on (complete after copies_wait), a plain copy before. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "the chunked scan needs compute capability 8.0 or newer (cp.async, TF32 tensor cores)"
+#endif
+
+/* Copies BYTES (4 or 16) from global to shared memory, or zeros where !valid, asynchronously:
+ * complete once copies_wait says so. */
 template <int BYTES>
 __device__ __forceinline__ void copy_async(float *dst, const float *src, bool valid) {
-#if __CUDA_ARCH__ >= 800
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     if constexpr (BYTES == 16)
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
@@ -46,23 +51,14 @@ __device__ __forceinline__ void copy_async(float *dst, const float *src, bool va
     else
         asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
                      "r"(valid ? 4 : 0));
-#else
-    for (int i = 0; i < BYTES / 4; i++) dst[i] = valid ? src[i] : 0.0f;
-#endif
 }
 
-__device__ __forceinline__ void copies_commit() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
+__device__ __forceinline__ void copies_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 /* Waits until at most `pending` (0 or 1) of this thread's committed copy groups are in flight. */
 __device__ __forceinline__ void copies_wait(int pending) {
-#if __CUDA_ARCH__ >= 800
     if (pending) asm volatile("cp.async.wait_group 1;\n" ::);
     else asm volatile("cp.async.wait_group 0;\n" ::);
-#endif
 }
 
 /* rows x width floats of a token-major matrix (row r at src + r * ld) into shared rows `sld`
@@ -78,63 +74,119 @@ __device__ __forceinline__ void load_tile(float *dst, int sld, const float *src,
         }
 }
 
-/* Two ways to multiply: Exact, float32 on the CUDA cores, and Tf32, tensor cores with the
- * operands rounded to TF32 (float32's exponent, 10 mantissa bits: closer to float32 than the
- * 16-bit types, and the scan's states and decays never leave float32's range) and float32
- * accumulation. */
-struct Exact {
-    static constexpr bool tensor = false;
-    __device__ static float exp(float v) { return expf(v); }
-};
-struct Tf32 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    static constexpr bool tensor = false; /* no TF32 tensor cores before sm_80 */
-#else
-    static constexpr bool tensor = true;
-#endif
-    /* the in-chunk decays become TF32 operands: the fast exponential's error (about 1e-6
-     * relative) is far below TF32's rounding */
-    __device__ static float exp(float v) { return __expf(v); }
-};
-
 __device__ __forceinline__ unsigned to_tf32(float v) {
     unsigned r;
     asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
     return r;
 }
 
-/* acc += a x b for a warp's 16 x 8J output tile over k < K (a multiple of 32), a(i, k) and
- * b(k, j) reading the operands relative to the tile. Both ways leave acc in the layout of the
- * m16n8k8 accumulator: acc[j][i] is row g + 8 * (i / 2), column 8 * j + 2 * t + i % 2, where
- * g = lane / 4 and t = lane % 4. */
-template <class Mode, int J, class A, class B>
-__device__ __forceinline__ void warp_product(float acc[J][4], int K, A a, B b) {
-    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    if constexpr (Mode::tensor) {
+/* d += a b on the tensor cores: one m16n8k8 step with TF32 operands (a[4] and b[2] in the
+ * fragment layouts of the PTX ISA) and float32 accumulation. */
+__device__ __forceinline__ void mma_tf32(float d[4], const unsigned a[4], const unsigned b[2]) {
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* Two ways to multiply, both on tensor cores with float32 accumulation. Tf32 (16-bit models):
+ * operands rounded to TF32 (float32's exponent, 10 mantissa bits: closer to float32 than the
+ * 16-bit types, and the scan's states and decays never leave float32's range). Exact (float32
+ * models): each operand split into a TF32 value and the TF32 rounding of what it left out,
+ * three products (the small-by-small one is below float32's precision): float32 accuracy.
+ * "Staged" operands are those the block rounds once in shared memory (B, C and M) when the
+ * mode allows it; the others (x and the state) are rounded as their fragments are loaded. */
+struct Tf32 {
+    static constexpr bool rounds_staged = true;
+    /* the in-chunk decays become TF32 operands: the fast exponential's error (about 1e-6
+     * relative) is far below TF32's rounding */
+    __device__ static float exp(float v) { return __expf(v); }
+    __device__ static float stage(float v) { return __uint_as_float(to_tf32(v)); }
+    template <bool A_STAGED, bool B_STAGED>
+    __device__ static void mma(float d[4], const float a[4], const float b[2]) {
+        unsigned ua[4], ub[2];
+        for (int i = 0; i < 4; i++) ua[i] = A_STAGED ? __float_as_uint(a[i]) : to_tf32(a[i]);
+        for (int i = 0; i < 2; i++) ub[i] = B_STAGED ? __float_as_uint(b[i]) : to_tf32(b[i]);
+        mma_tf32(d, ua, ub);
+    }
+};
+struct Exact {
+    static constexpr bool rounds_staged = false;
+    __device__ static float exp(float v) { return expf(v); }
+    __device__ static float stage(float v) { return v; }
+    template <bool, bool>
+    __device__ static void mma(float d[4], const float a[4], const float b[2]) {
+        unsigned a_big[4], a_small[4], b_big[2], b_small[2];
+        for (int i = 0; i < 4; i++)
+            a_big[i] = to_tf32(a[i]), a_small[i] = to_tf32(a[i] - __uint_as_float(a_big[i]));
+        for (int i = 0; i < 2; i++)
+            b_big[i] = to_tf32(b[i]), b_small[i] = to_tf32(b[i] - __uint_as_float(b_big[i]));
+        mma_tf32(d, a_small, b_big);
+        mma_tf32(d, a_big, b_small);
+        mma_tf32(d, a_big, b_big);
+    }
+};
+
+/* ldmatrix on floats: four blocks of 8 rows of 4 floats (16 bytes), lanes 8m to 8m + 7 giving
+ * the row addresses of block m; lane l receives float l % 4 of row l / 4 of each block. */
+__device__ __forceinline__ void ldmatrix_x4(float out[4], const float *row) {
+    unsigned r[4];
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((unsigned)__cvta_generic_to_shared(row)));
+    for (int i = 0; i < 4; i++) out[i] = __uint_as_float(r[i]);
+}
+
+/* Fragment loaders: k steps of 8 of a warp's 16 x 8J output tile, relative to the tile. With
+ * g = lane / 4 and t = lane % 4, the A fragment holds (g, t), (g + 8, t), (g, t + 4),
+ * (g + 8, t + 4) and the B fragment of column tile j holds (t, 8j + g), (t + 4, 8j + g). */
+
+/* A stored by rows (row i holds its k values): one ldmatrix a step. */
+struct ARows {
+    const float *base;
+    int ld;
+    __device__ void operator()(int k, float a[4]) const {
+        const int lane = threadIdx.x % 32;
+        ldmatrix_x4(a, base + (lane % 16) * ld + k + 4 * (lane / 16));
+    }
+};
+
+/* B stored by output columns (row j holds column j's k values): one ldmatrix a pair of tiles. */
+template <int J> struct BColumns {
+    const float *base;
+    int ld;
+    __device__ void operator()(int k, float b[J][2]) const {
+        const int lane = threadIdx.x % 32;
+        for (int j = 0; j < J; j += 2) {
+            float r[4];
+            ldmatrix_x4(r, base + (8 * j + lane % 8 + 8 * (lane / 16)) * ld + k + 4 * (lane / 8 % 2));
+            b[j][0] = r[0], b[j][1] = r[1], b[j + 1][0] = r[2], b[j + 1][1] = r[3];
+        }
+    }
+};
+
+/* B stored by k (row k holds the output columns). */
+template <int J> struct BRows {
+    const float *base;
+    int ld;
+    __device__ void operator()(int k, float b[J][2]) const {
+        const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+        for (int j = 0; j < J; j++)
+            b[j][0] = base[(k + t) * ld + 8 * j + g], b[j][1] = base[(k + t + 4) * ld + 8 * j + g];
+    }
+};
+
+/* acc += a x b over k < K (a multiple of 8) for a warp's 16 x 8J output tile, acc[j] in the
+ * m16n8k8 accumulator layout: acc[j][i] is row g + 8 * (i / 2), column 8j + 2t + i % 2. */
+template <class Mode, int J, bool A_STAGED, bool B_STAGED, class AFrag, class BFrag>
+__device__ __forceinline__ void warp_product(float (&acc)[J][4], int K, AFrag a_frag,
+                                             BFrag b_frag) {
 #pragma unroll 4 /* the next steps' fragment loads overlap this step's products */
-        for (int k = 0; k < K; k += 8) {
-            const unsigned a0 = to_tf32(a(g, k + t)), a1 = to_tf32(a(g + 8, k + t)),
-                           a2 = to_tf32(a(g, k + t + 4)), a3 = to_tf32(a(g + 8, k + t + 4));
-#pragma unroll
-            for (int j = 0; j < J; j++) {
-                const unsigned b0 = to_tf32(b(k + t, 8 * j + g)),
-                               b1 = to_tf32(b(k + t + 4, 8 * j + g));
-                asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
-                    "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                    : "+f"(acc[j][0]), "+f"(acc[j][1]), "+f"(acc[j][2]), "+f"(acc[j][3])
-                    : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-            }
-        }
-    } else {
-        for (int k = 0; k < K; k++) {
-            const float top = a(g, k), bottom = a(g + 8, k);
-#pragma unroll
-            for (int j = 0; j < J; j++) {
-                const float left = b(k, 8 * j + 2 * t), right = b(k, 8 * j + 2 * t + 1);
-                acc[j][0] += top * left, acc[j][1] += top * right;
-                acc[j][2] += bottom * left, acc[j][3] += bottom * right;
-            }
-        }
+    for (int k = 0; k < K; k += 8) {
+        float a[4], b[J][2];
+        a_frag(k, a);
+        b_frag(k, b);
+        for (int j = 0; j < J; j++) Mode::template mma<A_STAGED, B_STAGED>(acc[j], a, b[j]);
     }
 }
 
@@ -162,6 +214,15 @@ __device__ void chunk_decays(float *cs, float *w, float *e, const float *dt, flo
         w[s] = expf(carried - cs[s]) * dt[s];
         e[s] = expf(cs[s]);
     }
+}
+
+/* Rounds rows x width floats (width a multiple of 4) in shared memory to TF32 in place. */
+__device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int width) {
+    for (int r = threadIdx.x / 32; r < n_rows; r += SCAN_WARPS)
+        for (int col = threadIdx.x % 32 * 4; col < width; col += 128) {
+            float4 *p = (float4 *)(rows + r * ld + col), v = *p;
+            *p = make_float4(Tf32::stage(v.x), Tf32::stage(v.y), Tf32::stage(v.z), Tf32::stage(v.w));
+        }
 }
 
 /* Block (channel slice, head, batch row). x, Bm and Cm: rows of ldx floats, one a token. */
@@ -209,6 +270,7 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
     copies_commit();
 
     const float a_h = A[h], d_h = D[h];
+    const int m_tiles = L / 16 * (L / 16), y_tiles = L / 16 * (PT / 16);
     for (int64_t c = 0; c < chunks; c++) {
         /* two stages: the next chunk's x, B and dt now; one: this chunk's, waited for at once */
         if (lay.stages == 1) load_x_b_dt(c);
@@ -218,40 +280,39 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
         __syncthreads();
         const int64_t t0 = c * L;
         const int len = (int)(T - t0 < L ? T - t0 : L);
-        const float *xs = stage(c), *Bs = xs + L * lay.x_ld(), *dts = Bs + L * lay.b_ld();
+        float *const xs = stage(c), *const Bs = xs + L * lay.x_ld(), *const dts = Bs + L * lay.b_ld();
         if (warp == 0) chunk_decays(cs, w, e, dts, a_h, L);
+        if constexpr (Mode::rounds_staged) {
+            round_rows(Bs, lay.b_ld(), L, NP);
+            round_rows(Cs, lay.c_ld(), L, NP);
+        }
+        __syncthreads();
 
         /* M = C B^T, masked and decayed: an L x L output in 16 x 16 tiles, at most one a warp */
-        const int m_tiles = L / 16 * (L / 16);
-        const int mr = warp / (L / 16) * 16, mc = warp % (L / 16) * 16;
-        float acc[2][4] = {};
-        if (warp < m_tiles)
-            warp_product<Mode, 2>(
-                acc, NP, [&](int i, int k) { return Cs[(mr + i) * lay.c_ld() + k]; },
-                [&](int k, int j) { return Bs[(mc + j) * lay.b_ld() + k]; });
-        __syncthreads(); /* cs */
-        if (warp < m_tiles)
+        if (warp < m_tiles) {
+            const int mr = warp / (L / 16) * 16, mc = warp % (L / 16) * 16;
+            float acc[2][4] = {};
+            warp_product<Mode, 2, true, true>(acc, NP, ARows{Cs + mr * lay.c_ld(), lay.c_ld()},
+                                              BColumns<2>{Bs + mc * lay.b_ld(), lay.b_ld()});
             for (int j = 0; j < 2; j++)
                 for (int i = 0; i < 4; i++) {
                     const int q = mr + acc_row(i), s = mc + acc_col(j, i);
-                    M[q * lay.m_ld() + s] =
-                        s <= q ? acc[j][i] * Mode::exp(cs[q] - cs[s]) * dts[s] : 0.0f;
+                    M[q * lay.m_ld() + s] = Mode::stage(
+                        s <= q ? acc[j][i] * Mode::exp(cs[q] - cs[s]) * dts[s] : 0.0f);
                 }
+        }
         __syncthreads();
 
         /* y = e (C S^T) + M x + D x: an L x PT output in 16 x 16 tiles, at most one a warp */
-        const int y_tiles = L / 16 * (PT / 16);
         if (warp < y_tiles) {
             const int yr = warp / (PT / 16) * 16, yc = warp % (PT / 16) * 16;
             float out[2][4] = {};
-            warp_product<Mode, 2>(
-                out, NP, [&](int i, int k) { return Cs[(yr + i) * lay.c_ld() + k]; },
-                [&](int k, int j) { return S[(yc + j) * lay.c_ld() + k]; });
+            warp_product<Mode, 2, true, false>(out, NP, ARows{Cs + yr * lay.c_ld(), lay.c_ld()},
+                                               BColumns<2>{S + yc * lay.c_ld(), lay.c_ld()});
             for (int j = 0; j < 2; j++)
                 for (int i = 0; i < 4; i++) out[j][i] *= e[yr + acc_row(i)];
-            warp_product<Mode, 2>(
-                out, L, [&](int i, int k) { return M[(yr + i) * lay.m_ld() + k]; },
-                [&](int k, int j) { return xs[k * lay.x_ld() + yc + j]; });
+            warp_product<Mode, 2, true, false>(out, L, ARows{M + yr * lay.m_ld(), lay.m_ld()},
+                                               BRows<2>{xs + yc, lay.x_ld()});
             for (int j = 0; j < 2; j++)
                 for (int i = 0; i < 4; i++) {
                     const int q = yr + acc_row(i), p = yc + acc_col(j, i);
@@ -273,9 +334,16 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
             for (int j = 0; j < 4; j++)
                 for (int i = 0; i < 4; i++)
                     upd[j][i] = decay * S[(sr + acc_row(i)) * lay.c_ld() + sc + acc_col(j, i)];
-            warp_product<Mode, 4>(
-                upd, L, [&](int i, int k) { return xs[k * lay.x_ld() + sr + i] * w[k]; },
-                [&](int k, int j) { return Bs[k * lay.b_ld() + sc + j]; });
+            const float *xt = xs + sr + threadIdx.x % 32 / 4;
+            const int t = threadIdx.x % 4;
+            warp_product<Mode, 4, false, true>(
+                upd, L,
+                [&](int k, float a[4]) { /* (w x)^T: x stored by token, weighted as it is read */
+                    const float w0 = w[k + t], w1 = w[k + t + 4];
+                    const float *r0 = xt + (k + t) * lay.x_ld(), *r1 = xt + (k + t + 4) * lay.x_ld();
+                    a[0] = r0[0] * w0, a[1] = r0[8] * w0, a[2] = r1[0] * w1, a[3] = r1[8] * w1;
+                },
+                BRows<4>{Bs + sc, lay.b_ld()});
             for (int j = 0; j < 4; j++)
                 for (int i = 0; i < 4; i++)
                     S[(sr + acc_row(i)) * lay.c_ld() + sc + acc_col(j, i)] = upd[j][i];
