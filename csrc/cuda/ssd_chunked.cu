@@ -159,7 +159,8 @@ template <int J> struct BColumns {
         const int lane = threadIdx.x % 32;
         for (int j = 0; j < J; j += 2) {
             float r[4];
-            ldmatrix_x4(r, base + (8 * j + lane % 8 + 8 * (lane / 16)) * ld + k + 4 * (lane / 8 % 2));
+            const int row = 8 * j + lane % 8 + 8 * (lane / 16);
+            ldmatrix_x4(r, base + row * ld + k + 4 * (lane / 8 % 2));
             b[j][0] = r[0], b[j][1] = r[1], b[j + 1][0] = r[2], b[j + 1][1] = r[3];
         }
     }
@@ -192,7 +193,9 @@ __device__ __forceinline__ void warp_product(float (&acc)[J][4], int K, AFrag a_
 
 /* Row and column, inside its tile, of accumulator element acc[j][i]. */
 __device__ __forceinline__ int acc_row(int i) { return threadIdx.x % 32 / 4 + 8 * (i / 2); }
-__device__ __forceinline__ int acc_col(int j, int i) { return 8 * j + 2 * (threadIdx.x % 4) + i % 2; }
+__device__ __forceinline__ int acc_col(int j, int i) {
+    return 8 * j + 2 * (threadIdx.x % 4) + i % 2;
+}
 
 /* Warp 0: the chunk's running sum cs of dt*A, the end-state weights w_s = exp(cs_last - cs_s)
  * dt_s and the output decays e_q = exp(cs_q). dt is zero past the sequence's end, so cs_last is
@@ -221,7 +224,8 @@ __device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int 
     for (int r = threadIdx.x / 32; r < n_rows; r += SCAN_WARPS)
         for (int col = threadIdx.x % 32 * 4; col < width; col += 128) {
             float4 *p = (float4 *)(rows + r * ld + col), v = *p;
-            *p = make_float4(Tf32::stage(v.x), Tf32::stage(v.y), Tf32::stage(v.z), Tf32::stage(v.w));
+            *p = make_float4(Tf32::stage(v.x), Tf32::stage(v.y), Tf32::stage(v.z),
+                             Tf32::stage(v.w));
         }
 }
 
@@ -280,7 +284,8 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
         __syncthreads();
         const int64_t t0 = c * L;
         const int len = (int)(T - t0 < L ? T - t0 : L);
-        float *const xs = stage(c), *const Bs = xs + L * lay.x_ld(), *const dts = Bs + L * lay.b_ld();
+        float *const xs = stage(c), *const Bs = xs + L * lay.x_ld();
+        float *const dts = Bs + L * lay.b_ld();
         if (warp == 0) chunk_decays(cs, w, e, dts, a_h, L);
         if constexpr (Mode::rounds_staged) {
             round_rows(Bs, lay.b_ld(), L, NP);
@@ -340,7 +345,8 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
                 upd, L,
                 [&](int k, float a[4]) { /* (w x)^T: x stored by token, weighted as it is read */
                     const float w0 = w[k + t], w1 = w[k + t + 4];
-                    const float *r0 = xt + (k + t) * lay.x_ld(), *r1 = xt + (k + t + 4) * lay.x_ld();
+                    const float *r0 = xt + (k + t) * lay.x_ld();
+                    const float *r1 = xt + (k + t + 4) * lay.x_ld();
                     a[0] = r0[0] * w0, a[1] = r0[8] * w0, a[2] = r1[0] * w1, a[3] = r1[8] * w1;
                 },
                 BRows<4>{Bs + sc, lay.b_ld()});
