@@ -5,7 +5,8 @@
  *   y[q, p] = sum_s M[q, s] x_s[p] + exp(cs_q) sum_n C_q[n] S[p, n] + D x_q[p]
  *   S[p, n] <- exp(cs_last) S[p, n] + sum_s exp(cs_last - cs_s) dt_s x_s[p] B_s[n]
  * Three small matrix products a chunk, all on operands already in shared memory, while the next
- * chunk's x and B are copied in behind them (cp.async). The state never leaves the block until
+ * chunk's x, B and dt are copied in behind them (cp.async), and its C once this chunk's outputs
+ * are done. The state never leaves the block until
  * the last chunk, so the scan reads its inputs once and writes y and the final state once.
  * Decays are exponentiated only for s <= q (differences of a decreasing sum, never > 0), so no
  * inf * 0 appears. The chunk length is the scan's own (what fits in shared memory): it changes
@@ -13,8 +14,8 @@
 #include "../model/status.h"
 #include "kernels.cuh"
 
-/* 16 warps a block: with one block a multiprocessor (the shared memory of a block), four warps
- * a scheduler hide the latency of each other's fragment loads and products. */
+/* 16 warps a block (one block a multiprocessor, for its shared memory): with 64-token chunks and
+ * 64-channel slices, each product of a chunk has one 16 x 16 output tile a warp. */
 enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
 
 /* A block's shared memory, in floats. L tokens a chunk, PT channels, NP state columns (each a
