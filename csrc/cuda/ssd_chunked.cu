@@ -15,7 +15,7 @@
 #include "kernels.cuh"
 
 /* 16 warps a block (one block a multiprocessor, for its shared memory): with 64-token chunks and
- * 64-channel slices, each product of a chunk has one 16 x 16 output tile a warp. */
+ * 64-channel slices, each product of a chunk has one output tile a warp. */
 enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
 
 /* A block's shared memory, in floats. L tokens a chunk, PT channels, NP state columns (each a
