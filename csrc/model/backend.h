@@ -45,7 +45,7 @@ struct m2c_backend {
     void (*ssd_decay)(float *A, float *D, m2c_tensor A_log, m2c_tensor D_weight, int64_t H);
     /* `operands`: the model's weight type. For a 16-bit model a backend may run the in-chunk
      * products at reduced precision (CUDA: TF32 tensor cores); M2C_F32 asks for float32
-     * throughout. The CPU computes in float32 whatever it is given. */
+     * accuracy. The CPU computes in float32 whatever it is given. */
     m2c_status (*ssd_chunked)(float *y, float *state, int has_state, const float *x,
                               const float *Bm, const float *Cm, int64_t ldx, const float *dt,
                               const float *A, const float *D, int64_t B, int64_t T, int64_t H,
