@@ -120,12 +120,21 @@ def test_continuation_matches_full_forward(rng, name):
         assert rel_err(np.concatenate(parts, axis=1), full) <= 1e-4, split
 
 
-def test_pieces_match_one_call(rng):
+@pytest.mark.parametrize("piece", [10, 70])  # 70: pieces of several scan chunks
+def test_pieces_match_one_call(rng, piece):
     _, gpu = random_pair(rng, **CONFIGS["groups1-chunk5-bias"])
-    ids = rng.integers(0, gpu.config.vocab_size, size=(1, 67))
+    ids = rng.integers(0, gpu.config.vocab_size, size=(1, 167))
     whole = gpu(ids).logits.numpy()
-    gpu.prefill_chunk = 10
+    gpu.prefill_chunk = piece
     assert rel_err(gpu(ids).logits.numpy(), whole) <= 1e-4
+
+
+def test_state_too_wide_for_the_scan_is_a_value_error(rng):
+    _, gpu = random_pair(rng, state_size=4096)
+    ids = rng.integers(0, gpu.config.vocab_size, size=(1, 5))
+    with pytest.raises(ValueError, match="state_size 4096 is too large for the CUDA scan"):
+        gpu(ids)
+    gpu(ids[:, :1])  # one token takes the state update, which has no such limit
 
 
 def test_left_padded_batch_and_greedy_generate(rng):

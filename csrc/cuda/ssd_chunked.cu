@@ -363,12 +363,10 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
 
 static int round_up(int64_t v, int m) { return (int)((v + m - 1) / m * m); }
 
-/* The largest layout that fits the device's shared memory: long chunks first (fewer steps in
- * the sequential walk), then narrower channel slices, then a single stage of copies. */
-static bool choose_layout(int64_t P, int64_t N, ScanLayout *out) {
-    int device = 0, limit = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+/* The largest layout that fits the device's shared memory (`limit` bytes a block): long chunks
+ * first (fewer steps in the sequential walk), then narrower channel slices, then a single
+ * stage of copies. */
+static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
     const int NP = round_up(N, 32), PT = P > 32 ? 64 : 32;
     const ScanLayout options[] = {
         {64, PT, NP, 2}, {64, 32, NP, 2}, {32, 32, NP, 2}, {32, 32, NP, 1}};
@@ -411,10 +409,14 @@ m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const flo
                                 const float *A, const float *D, int64_t B, int64_t T, int64_t H,
                                 int64_t P, int64_t N, int64_t G, m2c_dtype operands) {
     if (B * T * H == 0) return M2C_OK;
+    int device = 0, limit = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
     ScanLayout lay;
-    if (!choose_layout(P, N, &lay))
-        return m2c_fail(M2C_ERR_VALUE, "a state of %lld columns does not fit in this GPU's "
-                        "shared memory", (long long)N);
+    if (!choose_layout(P, N, limit, &lay))
+        return m2c_fail(M2C_ERR_VALUE, "state_size %lld is too large for the CUDA scan on this "
+                        "GPU: its state does not fit in %d bytes of shared memory a block",
+                        (long long)N, limit);
     if (operands == M2C_F32)
         scan_with<Exact>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, lay);
     else
