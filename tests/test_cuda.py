@@ -31,6 +31,8 @@ CONFIGS = {
     # heads wider than the scan's 64-channel slices (a full and a partial one), a state width
     # that is not a multiple of 32
     "wide-heads": dict(hidden_size=96, num_heads=2, head_dim=96, state_size=40),
+    # a state too wide for the scan's longest chunks and widest slices: its fallback layouts
+    "wide-state": dict(hidden_size=96, num_heads=2, head_dim=96, state_size=200),
 }
 
 
