@@ -192,10 +192,14 @@ __device__ __forceinline__ void warp_product(float (&acc)[J][4], int K, AFrag a_
     }
 }
 
-/* Row and column, inside its tile, of accumulator element acc[j][i]. */
-__device__ __forceinline__ int acc_row(int i) { return threadIdx.x % 32 / 4 + 8 * (i / 2); }
-__device__ __forceinline__ int acc_col(int j, int i) {
-    return 8 * j + 2 * (threadIdx.x % 4) + i % 2;
+/* f(v, row, column) for each element v of this thread's share of a warp's output tile at
+ * (r0, c0), in warp_product's accumulator layout. */
+template <int J, class F>
+__device__ __forceinline__ void each_element(float (&acc)[J][4], int r0, int c0, F f) {
+    for (int j = 0; j < J; j++)
+        for (int i = 0; i < 4; i++)
+            f(acc[j][i], r0 + (threadIdx.x % 32 / 4 + 8 * (i / 2)),
+              c0 + (8 * j + 2 * (threadIdx.x % 4) + i % 2));
 }
 
 /* Warp 0: the chunk's running sum cs of dt*A, the end-state weights w_s = exp(cs_last - cs_s)
@@ -300,12 +304,10 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
             float acc[2][4] = {};
             warp_product<Mode, 2, true, true>(acc, NP, ARows{Cs + mr * lay.c_ld(), lay.c_ld()},
                                               BColumns<2>{Bs + mc * lay.b_ld(), lay.b_ld()});
-            for (int j = 0; j < 2; j++)
-                for (int i = 0; i < 4; i++) {
-                    const int q = mr + acc_row(i), s = mc + acc_col(j, i);
-                    M[q * lay.m_ld() + s] = Mode::stage(
-                        s <= q ? acc[j][i] * Mode::exp(cs[q] - cs[s]) * dts[s] : 0.0f);
-                }
+            each_element(acc, mr, mc, [&](float v, int q, int s) {
+                M[q * lay.m_ld() + s] =
+                    Mode::stage(s <= q ? v * Mode::exp(cs[q] - cs[s]) * dts[s] : 0.0f);
+            });
         }
         __syncthreads();
 
@@ -315,17 +317,13 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
             float out[2][4] = {};
             warp_product<Mode, 2, true, false>(out, NP, ARows{Cs + yr * lay.c_ld(), lay.c_ld()},
                                                BColumns<2>{S + yc * lay.c_ld(), lay.c_ld()});
-            for (int j = 0; j < 2; j++)
-                for (int i = 0; i < 4; i++) out[j][i] *= e[yr + acc_row(i)];
+            each_element(out, yr, yc, [&](float &v, int q, int) { v *= e[q]; });
             warp_product<Mode, 2, true, false>(out, L, ARows{M + yr * lay.m_ld(), lay.m_ld()},
                                                BRows<2>{xs + yc, lay.x_ld()});
-            for (int j = 0; j < 2; j++)
-                for (int i = 0; i < 4; i++) {
-                    const int q = yr + acc_row(i), p = yc + acc_col(j, i);
-                    if (q < len && p < pw)
-                        y[((b * T + t0 + q) * H + h) * P + p0 + p] =
-                            out[j][i] + d_h * xs[q * lay.x_ld() + p];
-                }
+            each_element(out, yr, yc, [&](float v, int q, int p) {
+                if (q < len && p < pw)
+                    y[((b * T + t0 + q) * H + h) * P + p0 + p] = v + d_h * xs[q * lay.x_ld() + p];
+            });
         }
         __syncthreads(); /* C and S are read */
         if (c + 1 < chunks) load_c(c + 1);
@@ -337,9 +335,8 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
         for (int tile = warp; tile < PT / 16 * (NP / 32); tile += SCAN_WARPS) {
             const int sr = tile / (NP / 32) * 16, sc = tile % (NP / 32) * 32;
             float upd[4][4];
-            for (int j = 0; j < 4; j++)
-                for (int i = 0; i < 4; i++)
-                    upd[j][i] = decay * S[(sr + acc_row(i)) * lay.c_ld() + sc + acc_col(j, i)];
+            each_element(upd, sr, sc,
+                         [&](float &v, int p, int n) { v = decay * S[p * lay.c_ld() + n]; });
             const float *xt = xs + sr + threadIdx.x % 32 / 4;
             const int t = threadIdx.x % 4;
             warp_product<Mode, 4, false, true>(
@@ -351,9 +348,7 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
                     a[0] = r0[0] * w0, a[1] = r0[8] * w0, a[2] = r1[0] * w1, a[3] = r1[8] * w1;
                 },
                 BRows<4>{Bs + sc, lay.b_ld()});
-            for (int j = 0; j < 4; j++)
-                for (int i = 0; i < 4; i++)
-                    S[(sr + acc_row(i)) * lay.c_ld() + sc + acc_col(j, i)] = upd[j][i];
+            each_element(upd, sr, sc, [&](float v, int p, int n) { S[p * lay.c_ld() + n] = v; });
         }
         __syncthreads(); /* S is whole; this chunk's stage and decays may be overwritten */
     }
