@@ -1,6 +1,6 @@
-/* RMSNorm and the gated RMSNorm: one block per row (or per row and norm group), a block-wide
- * sum of squares, then a second pass scaling the row, which is still in L1/L2; at decode a wide
- * norm group is split over a cluster of blocks instead. */
+/* RMSNorm and the gated RMSNorm, one kernel: a block per row (or per row and norm group), a
+ * block-wide sum of squares, then a second pass scaling the values kept in registers; at decode
+ * a wide gated-norm group is split over a cluster of blocks instead. */
 #include <cooperative_groups.h>
 
 #include "kernels.cuh"
@@ -8,68 +8,51 @@
 /* Few rows (decode) get wide blocks, so one row's loads are spread over many threads. */
 static int norm_threads(int64_t rows) { return rows < 128 ? 1024 : 256; }
 
-__global__ void rmsnorm_kernel(float *out, const float *x, m2c_tensor weight,
-                               const float *row_scale, int64_t D, float eps) {
-    __shared__ float scratch[32];
-    const int64_t r = blockIdx.x;
-    const float *row = x + r * D;
-    float sum = 0.0f;
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) sum += row[i] * row[i];
-    sum = m2c_block_sum(sum, scratch);
-    float scale = 1.0f / sqrtf(sum / (float)D + eps);
-    if (row_scale) scale *= row_scale[r];
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
-        out[r * D + i] = m2c_load(weight, i) * (row[i] * scale);
-}
+/* Block (group, row) of both norms: g = y (RMSNorm) or y * silu(z) (the gated norm) over the
+ * group's channels, normalised by its own rms, times row_scale[row] when given. A thread keeps
+ * its first NORM_KEPT x VEC values of g in registers between the two passes, all of their loads
+ * issued before the sum waits on any; wider groups recompute the rest. With VEC = 4 a block has
+ * NORM_VEC_THREADS threads (more would not have the registers) and keeps groups of up to 8,192
+ * whole. */
+enum { NORM_KEPT = 8, NORM_VEC_THREADS = 256 };
 
-void m2c_cuda_rmsnorm(float *out, const float *x, m2c_tensor weight, const float *row_scale,
-                      int64_t R, int64_t D, float eps) {
-    if (R == 0) return;
-    rmsnorm_kernel<<<(unsigned)R, norm_threads(R), 0, m2c_cuda_stream()>>>(out, x, weight,
-                                                                            row_scale, D, eps);
-}
-
-/* Block (group, row): g = y * silu(z) over the group's channels, normalised by its own rms.
- * A thread keeps its first GATED_KEPT x VEC gate values in registers between the two passes;
- * wider groups recompute the rest. With VEC = 4 a block has GATED_VEC_THREADS threads (more would
- * not have the registers) and keeps groups of up to 8,192 whole. */
-enum { GATED_KEPT = 8, GATED_VEC_THREADS = 256 };
-
-template <int VEC>
-__global__ void __launch_bounds__(VEC == 4 ? GATED_VEC_THREADS : 1024)
-rmsnorm_gated_kernel(float *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
-                     int64_t I, int64_t group_size, float eps) {
+template <int VEC, bool GATED>
+__global__ void __launch_bounds__(VEC == 4 ? NORM_VEC_THREADS : 1024)
+norm_rows_kernel(float *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
+                 const float *row_scale, int64_t I, int64_t group_size, float eps) {
     __shared__ float scratch[32];
     const int64_t r = blockIdx.y, g0 = (int64_t)blockIdx.x * group_size;
-    const float *yr = y + r * I + g0, *zr = z + r * ldz + g0;
+    const float *yr = y + r * I + g0, *zr = GATED ? z + r * ldz + g0 : nullptr;
     float *outr = out + r * I + g0;
     const int64_t first = (int64_t)VEC * threadIdx.x, stride = (int64_t)VEC * blockDim.x;
-    const int64_t kept_end = GATED_KEPT * stride;
-    m2c_floats<VEC> kept[GATED_KEPT];
+    const int64_t kept_end = NORM_KEPT * stride;
+    auto gate = [&](int64_t i) { /* g at i .. i + VEC - 1 */
+        m2c_floats<VEC> g = m2c_load_floats<VEC>(yr + i);
+        if constexpr (GATED) {
+            const m2c_floats<VEC> zv = m2c_load_floats<VEC>(zr + i);
+            for (int e = 0; e < VEC; e++) g.v[e] *= m2c_silu(zv.v[e]);
+        }
+        return g;
+    };
+    m2c_floats<VEC> kept[NORM_KEPT];
     float sum = 0.0f;
 #pragma unroll
-    for (int j = 0; j < GATED_KEPT; j++) { /* constant indices: kept stays in registers */
+    for (int j = 0; j < NORM_KEPT; j++) { /* constant indices: kept stays in registers */
         const int64_t i = first + j * stride;
-        if (i < group_size) {
-            const m2c_floats<VEC> yv = m2c_load_floats<VEC>(yr + i);
-            const m2c_floats<VEC> zv = m2c_load_floats<VEC>(zr + i);
-            for (int e = 0; e < VEC; e++) kept[j].v[e] = yv.v[e] * m2c_silu(zv.v[e]);
-        } else {
+        if (i < group_size) kept[j] = gate(i);
+        else
             for (int e = 0; e < VEC; e++) kept[j].v[e] = 0.0f;
-        }
         for (int e = 0; e < VEC; e++) sum += kept[j].v[e] * kept[j].v[e];
     }
     for (int64_t i = first + kept_end; i < group_size; i += stride) {
-        const m2c_floats<VEC> yv = m2c_load_floats<VEC>(yr + i), zv = m2c_load_floats<VEC>(zr + i);
-        for (int e = 0; e < VEC; e++) {
-            const float g = yv.v[e] * m2c_silu(zv.v[e]);
-            sum += g * g;
-        }
+        const m2c_floats<VEC> g = gate(i);
+        for (int e = 0; e < VEC; e++) sum += g.v[e] * g.v[e];
     }
     sum = m2c_block_sum(sum, scratch); /* every thread has read its y before any writes out */
-    const float scale = 1.0f / sqrtf(sum / (float)group_size + eps);
+    float scale = 1.0f / sqrtf(sum / (float)group_size + eps);
+    if (row_scale) scale *= row_scale[r];
 #pragma unroll
-    for (int j = 0; j < GATED_KEPT; j++) {
+    for (int j = 0; j < NORM_KEPT; j++) {
         const int64_t i = first + j * stride;
         if (i >= group_size) continue;
         m2c_floats<VEC> o;
@@ -78,12 +61,33 @@ rmsnorm_gated_kernel(float *out, const float *y, const float *z, int64_t ldz, m2
         m2c_store_floats<VEC>(outr + i, o);
     }
     for (int64_t i = first + kept_end; i < group_size; i += stride) {
-        const m2c_floats<VEC> yv = m2c_load_floats<VEC>(yr + i), zv = m2c_load_floats<VEC>(zr + i);
+        const m2c_floats<VEC> g = gate(i);
         m2c_floats<VEC> o;
-        for (int e = 0; e < VEC; e++)
-            o.v[e] = m2c_load(weight, g0 + i + e) * (yv.v[e] * m2c_silu(zv.v[e]) * scale);
+        for (int e = 0; e < VEC; e++) o.v[e] = m2c_load(weight, g0 + i + e) * (g.v[e] * scale);
         m2c_store_floats<VEC>(outr + i, o);
     }
+}
+
+/* Rows of groups: 16-byte accesses where the rows allow them. */
+template <bool GATED>
+static void norm_rows(float *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
+                      const float *row_scale, int64_t R, int64_t I, int64_t group_size,
+                      float eps) {
+    const dim3 grid((unsigned)(I / group_size), (unsigned)R);
+    cudaStream_t s = m2c_cuda_stream();
+    if (group_size % 4 == 0 && m2c_rows_aligned16(y, I) && m2c_rows_aligned16(out, I) &&
+        (!GATED || m2c_rows_aligned16(z, ldz)))
+        norm_rows_kernel<4, GATED><<<grid, NORM_VEC_THREADS, 0, s>>>(
+            out, y, z, ldz, weight, row_scale, I, group_size, eps);
+    else
+        norm_rows_kernel<1, GATED><<<grid, norm_threads(R * (I / group_size)), 0, s>>>(
+            out, y, z, ldz, weight, row_scale, I, group_size, eps);
+}
+
+void m2c_cuda_rmsnorm(float *out, const float *x, m2c_tensor weight, const float *row_scale,
+                      int64_t R, int64_t D, float eps) {
+    if (R == 0 || D == 0) return;
+    norm_rows<false>(out, x, nullptr, 0, weight, row_scale, R, D, D, eps);
 }
 
 /* Few rows with wide groups (decode over the full intermediate width): a block per group would
@@ -157,12 +161,5 @@ void m2c_cuda_rmsnorm_gated(float *out, const float *y, const float *z, int64_t 
                            group_size, eps);
         return;
     }
-    const dim3 grid((unsigned)(I / group_size), (unsigned)R);
-    if (group_size % 4 == 0 && m2c_rows_aligned16(y, I) && m2c_rows_aligned16(z, ldz) &&
-        m2c_rows_aligned16(out, I))
-        rmsnorm_gated_kernel<4><<<grid, GATED_VEC_THREADS, 0, s>>>(out, y, z, ldz, weight, I,
-                                                                  group_size, eps);
-    else
-        rmsnorm_gated_kernel<1><<<grid, norm_threads(blocks), 0, s>>>(out, y, z, ldz, weight, I,
-                                                                     group_size, eps);
+    norm_rows<true>(out, y, z, ldz, weight, nullptr, R, I, group_size, eps);
 }
