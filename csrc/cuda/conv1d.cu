@@ -1,8 +1,9 @@
 /* Causal depthwise conv1d + SiLU + padding mask, and the conv-state update.
- * Threads run across channels (coalesced reads of each input row) and each walks a segment of
- * time with the last K inputs in registers; segments give a long prompt enough blocks to fill
- * the GPU. The state is rewritten once every segment has read it: by the same thread when there
- * is one segment (decode), else by a second launch. */
+ * Threads run across channels (coalesced reads of each input row, in 16-byte accesses of four
+ * channels where the rows allow them) and each walks a segment of time with the last K inputs in
+ * registers; segments give a long prompt enough blocks to fill the GPU. The state is rewritten
+ * once every segment has read it: by the same thread when there is one segment (decode), else
+ * by a second launch. */
 #include "kernels.cuh"
 
 enum { CONV_THREADS = 128, CONV_SEGMENT = 32, CONV_MAX_K = 16 };
@@ -17,51 +18,62 @@ __device__ __forceinline__ void store_state(float *s, int has_state, const float
     }
 }
 
-/* K is a template argument so that the window and taps stay in registers (runtime indices
- * would put them in local memory); conv1d_launch instantiates 1..CONV_MAX_K. */
-template <int K>
-__global__ void conv1d_kernel(float *out, float *state, int has_state, const float *in,
-                              int64_t ldin, m2c_tensor w, m2c_tensor bias, const float *mask,
-                              int64_t T, int64_t C, int silu) {
-    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+/* Thread: VEC adjacent channels (16-byte loads and stores when VEC is 4). K is a template
+ * argument so that the window and taps stay in registers (runtime indices would put them in
+ * local memory); conv1d_launch instantiates 1..CONV_MAX_K. */
+template <int K, int VEC>
+__global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_state,
+                              const float *__restrict__ in, int64_t ldin, m2c_tensor w,
+                              m2c_tensor bias, const float *mask, int64_t T, int64_t C,
+                              int silu) {
+    const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC;
     const int64_t b = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_SEGMENT;
-    if (c >= C) return;
-    float taps[K], window[K]; /* window[k]: the input at time t - (K-1) + k */
+    if (c0 >= C) return;
+    float taps[K][VEC], b0[VEC];
+    m2c_floats<VEC> window[K]; /* window[k]: the inputs at time t - (K-1) + k */
 #pragma unroll
     for (int k = 0; k < K; k++) {
-        taps[k] = m2c_load(w, c * K + k);
-        int64_t src = t0 - (K - 1) + k;
-        window[k] = src >= 0   ? in[(b * T + src) * ldin + c]
-                    : has_state ? state[(b * C + c) * K + K + src]
-                                : 0.0f;
+        const int64_t src = t0 - (K - 1) + k;
+        if (src >= 0) window[k] = m2c_load_floats<VEC>(in + (b * T + src) * ldin + c0);
+        for (int v = 0; v < VEC; v++) {
+            taps[k][v] = m2c_load(w, (c0 + v) * K + k);
+            if (src < 0)
+                window[k].v[v] = has_state ? state[(b * C + c0 + v) * K + K + src] : 0.0f;
+        }
     }
-    const float b0 = m2c_load_or_zero(bias, c);
+    for (int v = 0; v < VEC; v++) b0[v] = m2c_load_or_zero(bias, c0 + v);
     const int64_t t1 = t0 + CONV_SEGMENT < T ? t0 + CONV_SEGMENT : T;
     for (int64_t t = t0; t < t1; t++) {
         if (t > t0) {
 #pragma unroll
             for (int k = 0; k < K - 1; k++) window[k] = window[k + 1];
-            window[K - 1] = in[(b * T + t) * ldin + c];
+            window[K - 1] = m2c_load_floats<VEC>(in + (b * T + t) * ldin + c0);
         }
-        float acc = b0;
+        const float scale = mask ? mask[b * T + t] : 1.0f;
+        m2c_floats<VEC> y;
+        for (int v = 0; v < VEC; v++) {
+            float acc = b0[v];
 #pragma unroll
-        for (int k = 0; k < K; k++) acc += taps[k] * window[k];
-        if (silu) acc = m2c_silu(acc);
-        out[(b * T + t) * C + c] = mask ? acc * mask[b * T + t] : acc;
+            for (int k = 0; k < K; k++) acc += taps[k][v] * window[k].v[v];
+            y.v[v] = (silu ? m2c_silu(acc) : acc) * scale;
+        }
+        m2c_store_floats<VEC>(out + (b * T + t) * C + c0, y);
     }
-    if (state && gridDim.y == 1) store_state(state + (b * C + c) * K, has_state, in, ldin, b, c, T, K);
+    if (state && gridDim.y == 1)
+        for (int v = 0; v < VEC; v++)
+            store_state(state + (b * C + c0 + v) * K, has_state, in, ldin, b, c0 + v, T, K);
 }
 
-template <int K>
+template <int K, int VEC>
 static void conv1d_launch(int kernel_width, dim3 grid, float *out, float *state, int has_state,
                           const float *in, int64_t ldin, m2c_tensor w, m2c_tensor bias,
                           const float *mask, int64_t T, int64_t C, int silu) {
     if (kernel_width == K)
-        conv1d_kernel<K><<<grid, CONV_THREADS, 0, m2c_cuda_stream()>>>(
+        conv1d_kernel<K, VEC><<<grid, CONV_THREADS, 0, m2c_cuda_stream()>>>(
             out, state, has_state, in, ldin, w, bias, mask, T, C, silu);
     else if constexpr (K < CONV_MAX_K)
-        conv1d_launch<K + 1>(kernel_width, grid, out, state, has_state, in, ldin, w, bias, mask,
-                             T, C, silu);
+        conv1d_launch<K + 1, VEC>(kernel_width, grid, out, state, has_state, in, ldin, w, bias,
+                                  mask, T, C, silu);
 }
 
 __global__ void conv_state_kernel(float *state, int has_state, const float *in, int64_t ldin,
@@ -74,10 +86,17 @@ void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, i
                      m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
                      int64_t C, int64_t K, int silu) {
     if (B * T * C == 0) return;
-    dim3 grid(m2c_blocks(C, CONV_THREADS), m2c_blocks(T, CONV_SEGMENT), (unsigned)B);
-    conv1d_launch<1>((int)K, grid, out, state, has_state && state, in, ldin, w, bias, mask, T, C,
-                     silu);
-    if (state && grid.y > 1)
+    has_state = has_state && state;
+    const unsigned segments = m2c_blocks(T, CONV_SEGMENT);
+    /* Four channels a thread where the rows allow it, except for a single token (decode): there
+     * the conv-state update is most of the work, and a thread a channel spreads it wider. */
+    if (T > 1 && C % 4 == 0 && m2c_rows_aligned16(in, ldin) && m2c_rows_aligned16(out, C))
+        conv1d_launch<1, 4>((int)K, dim3(m2c_blocks(C / 4, CONV_THREADS), segments, (unsigned)B),
+                            out, state, has_state, in, ldin, w, bias, mask, T, C, silu);
+    else
+        conv1d_launch<1, 1>((int)K, dim3(m2c_blocks(C, CONV_THREADS), segments, (unsigned)B), out,
+                            state, has_state, in, ldin, w, bias, mask, T, C, silu);
+    if (state && segments > 1)
         conv_state_kernel<<<dim3(m2c_blocks(C, CONV_THREADS), (unsigned)B), CONV_THREADS, 0,
                             m2c_cuda_stream()>>>(state, has_state, in, ldin, T, C, (int)K);
 }
