@@ -175,13 +175,18 @@ static m2c_status states_init(layer_states *s, const m2c_backend *be, const m2c_
     return M2C_OK;
 }
 
-/* Copies rows [t0, t0+n) of each batch row of src [B, T, D] to dst [B, n, D] or back. */
-static void copy_rows(const m2c_backend *be, float *dst, int64_t dst_T, int64_t dst_t0,
-                      const float *src, int64_t src_T, int64_t src_t0, int64_t B, int64_t n,
-                      int64_t D) {
+/* Copies rows [src_t0, src_t0 + n) of each batch row of src [B, src_T, row] to rows from dst_t0
+ * of dst [B, dst_T, row], `row` bytes a row: one copy when both hold just those rows. */
+static void copy_rows(const m2c_backend *be, void *dst, int64_t dst_T, int64_t dst_t0,
+                      const void *src, int64_t src_T, int64_t src_t0, int64_t B, int64_t n,
+                      size_t row) {
+    if (dst_T == n && src_T == n) {
+        be->copy(dst, src, (size_t)(B * n) * row);
+        return;
+    }
     for (int64_t b = 0; b < B; b++)
-        be->copy(dst + (b * dst_T + dst_t0) * D, src + (b * src_T + src_t0) * D,
-                 sizeof(float) * n * D);
+        be->copy((char *)dst + (size_t)(b * dst_T + dst_t0) * row,
+                 (const char *)src + (size_t)(b * src_T + src_t0) * row, (size_t)n * row);
 }
 
 static m2c_status interrupted(const m2c_forward_args *a) {
@@ -230,20 +235,30 @@ static m2c_status piece_logits(const m2c_engine *e, const m2c_forward_args *a, m
     int64_t j1 = j0;
     while (j1 < a->n_logits && a->logit_positions[j1] < t0 + Tp) j1++;
     if (j1 == j0) return M2C_OK;
-    const int64_t n = j1 - j0;
-    for (int64_t b = 0; b < a->batch; b++)
-        for (int64_t j = j0; j < j1; j++)
-            be->copy(ws->gathered + (b * n + j - j0) * D,
-                     ws->normed + (b * Tp + a->logit_positions[j] - t0) * D, sizeof(float) * D);
+    const int64_t n = j1 - j0, first = a->logit_positions[j0] - t0;
+    /* The LM head's input rows: the norm's output itself when they are all of the piece's
+     * rows, else gathered, one copy a batch row when the positions are consecutive (they
+     * increase), one a row otherwise. */
+    const float *rows = ws->gathered;
+    if (n == Tp)
+        rows = ws->normed;
+    else if (a->logit_positions[j1 - 1] - t0 - first == n - 1)
+        copy_rows(be, ws->gathered, n, 0, ws->normed, Tp, first, a->batch, n, sizeof(float) * D);
+    else
+        for (int64_t b = 0; b < a->batch; b++)
+            for (int64_t j = j0; j < j1; j++)
+                be->copy(ws->gathered + (b * n + j - j0) * D,
+                         ws->normed + (b * Tp + a->logit_positions[j] - t0) * D,
+                         sizeof(float) * D);
     m2c_tensor none = {0};
     /* When this piece holds every wanted position (always in decode), the rows of all batch
      * rows are consecutive in the logits: one product reads the LM head once for the batch.
      * Otherwise each batch row's rows are a separate block of the logits. */
     const int whole = n == a->n_logits;
-    const int64_t calls = whole ? 1 : a->batch, rows = whole ? a->batch * n : n;
+    const int64_t calls = whole ? 1 : a->batch, n_rows = whole ? a->batch * n : n;
     for (int64_t b = 0; b < calls; b++) {
         m2c_status st = be->linear(a->logits + (b * a->n_logits + j0) * V, V,
-                                   ws->gathered + b * n * D, D, e->weights.lm_head, none, rows, D,
+                                   rows + b * n * D, D, e->weights.lm_head, none, n_rows, D,
                                    V, 0);
         if (st != M2C_OK) return backend_status(be, st);
     }
@@ -256,16 +271,14 @@ static m2c_status run_piece(const m2c_engine *e, const m2c_forward_args *a, m2c_
     const m2c_backend *be = e->be;
     const int64_t B = a->batch, T = a->tokens, D = c->hidden_size, R = B * Tp, L = c->num_layers;
     if (a->input_ids) {
-        for (int64_t b = 0; b < B; b++)
-            be->copy(ws->ids + b * Tp, a->input_ids + b * T + t0, sizeof(int64_t) * Tp);
+        copy_rows(be, ws->ids, Tp, 0, a->input_ids, T, t0, B, Tp, sizeof(int64_t));
         be->embedding(ws->hidden, ws->ids, e->weights.embeddings, R, D, c->vocab_size);
     } else {
-        copy_rows(be, ws->hidden, Tp, 0, a->inputs_embeds, T, t0, B, Tp, D);
+        copy_rows(be, ws->hidden, Tp, 0, a->inputs_embeds, T, t0, B, Tp, sizeof(float) * D);
     }
     const float *mask = NULL;
     if (a->attention_mask) {
-        for (int64_t b = 0; b < B; b++)
-            be->copy(ws->mask + b * Tp, a->attention_mask + b * T + t0, sizeof(float) * Tp);
+        copy_rows(be, ws->mask, Tp, 0, a->attention_mask, T, t0, B, Tp, sizeof(float));
         mask = ws->mask;
     }
     for (int64_t l = 0; l < L; l++) {
@@ -275,13 +288,14 @@ static m2c_status run_piece(const m2c_engine *e, const m2c_forward_args *a, m2c_
         if (st != M2C_OK || (st = interrupted(a)) != M2C_OK) return st;
         if (a->hidden_states)
             copy_rows(be, a->hidden_states + (size_t)l * B * T * D, T, t0, ws->hidden, Tp, 0, B,
-                      Tp, D);
+                      Tp, sizeof(float) * D);
     }
     be->rmsnorm(ws->normed, ws->hidden, e->weights.norm_f, NULL, R, D, c->eps);
-    if (a->last_hidden) copy_rows(be, a->last_hidden, T, t0, ws->normed, Tp, 0, B, Tp, D);
+    if (a->last_hidden)
+        copy_rows(be, a->last_hidden, T, t0, ws->normed, Tp, 0, B, Tp, sizeof(float) * D);
     if (a->hidden_states)
         copy_rows(be, a->hidden_states + (size_t)L * B * T * D, T, t0, ws->normed, Tp, 0, B, Tp,
-                  D);
+                  sizeof(float) * D);
     return a->logits ? piece_logits(e, a, ws, t0, Tp) : M2C_OK;
 }
 
