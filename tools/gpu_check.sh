@@ -22,7 +22,9 @@ model = mamba2c.Mamba2ForCausalLM(config, seed=0, device="cuda")
 ids = np.random.default_rng(0).integers(0, 61, size=(2, 150))  # several chunks of the scan
 out = model(ids, use_cache=True, labels=ids)
 model.generate(ids, max_new_tokens=4, do_sample=False)
-mamba2c.Mamba2ForCausalLM(config, seed=0, device="cuda", dtype="bfloat16")(ids)  # tensor-core scan
+bf16 = mamba2c.Mamba2ForCausalLM(config, seed=0, device="cuda", dtype="bfloat16")
+bf16(ids)  # tensor-core scan and products, norms writing bf16
+bf16.generate(ids, max_new_tokens=2, do_sample=False)
 print("sanitized run done", float(out.loss))
 PYEOF
 if command -v compute-sanitizer >/dev/null; then

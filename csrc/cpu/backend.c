@@ -39,6 +39,33 @@ static void cpu_embedding(float *out, const int64_t *ids, m2c_tensor table, int6
     m2c_embedding(out, ids, table, R, D);
 }
 
+/* Products take float32 input (the 16-bit weights are widened as they are packed), so the
+ * norms below are only ever asked for float32 output. */
+static m2c_dtype cpu_product_input(m2c_dtype weights, int64_t R) {
+    (void)weights, (void)R;
+    return M2C_F32;
+}
+
+static void cpu_rmsnorm(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor weight,
+                        const float *row_scale, int64_t R, int64_t D, float eps) {
+    (void)out_dtype;
+    m2c_rmsnorm(out, x, weight, row_scale, R, D, eps);
+}
+
+static void cpu_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, const float *z,
+                              int64_t ldz, m2c_tensor weight, int64_t R, int64_t I,
+                              int64_t group_size, float eps) {
+    (void)out_dtype;
+    m2c_rmsnorm_gated(out, y, z, ldz, weight, R, I, group_size, eps);
+}
+
+static m2c_status cpu_linear(float *out, int64_t ldo, const void *x, m2c_dtype x_dtype,
+                             int64_t ldx, m2c_tensor W, m2c_tensor bias, int64_t R, int64_t K,
+                             int64_t O, int accumulate) {
+    (void)x_dtype;
+    return m2c_linear(out, ldo, x, ldx, W, bias, R, K, O, accumulate);
+}
+
 static void cpu_ssd_decay(float *A, float *D, m2c_tensor A_log, m2c_tensor D_weight, int64_t H) {
     for (int64_t h = 0; h < H; h++) {
         A[h] = -expf(m2c_load(A_log, h));
@@ -75,9 +102,10 @@ const m2c_backend m2c_cpu_backend = {
     .release = free,
     .copy = cpu_copy,
     .embedding = cpu_embedding,
-    .rmsnorm = m2c_rmsnorm,
-    .rmsnorm_gated = m2c_rmsnorm_gated,
-    .linear = m2c_linear,
+    .product_input = cpu_product_input,
+    .rmsnorm = cpu_rmsnorm,
+    .rmsnorm_gated = cpu_rmsnorm_gated,
+    .linear = cpu_linear,
     .conv1d = m2c_conv1d,
     .dt_softplus = m2c_dt_softplus,
     .ssd_decay = cpu_ssd_decay,

@@ -106,23 +106,28 @@ static m2c_status rounded_buffer(size_t bytes, void **out) {
     return M2C_OK;
 }
 
-static m2c_status cuda_linear(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
-                              m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate) {
-    if (R == 1) { /* decode at batch 1: memory-bound, one pass over W */
-        m2c_cuda_gemv(out, x, W, bias, K, O, accumulate);
+/* One row (decode at batch 1) goes to the GEMV, which reads float32 input; more rows to cuBLAS,
+ * whose tensor cores take both operands in the weights' type. */
+static m2c_dtype cuda_product_input(m2c_dtype weights, int64_t R) {
+    return R == 1 ? M2C_F32 : weights;
+}
+
+static m2c_status cuda_linear(float *out, int64_t ldo, const void *x, m2c_dtype x_dtype,
+                              int64_t ldx, m2c_tensor W, m2c_tensor bias, int64_t R, int64_t K,
+                              int64_t O, int accumulate) {
+    if (R == 1 && x_dtype == M2C_F32) { /* memory-bound: one pass over W */
+        m2c_cuda_gemv(out, (const float *)x, W, bias, K, O, accumulate);
         return M2C_OK;
     }
-    const void *xin = x;
-    int64_t ldin = ldx;
-    if (W.dtype != M2C_F32) {
+    if (x_dtype != W.dtype) { /* float32 rows for 16-bit weights: rounded here first */
         void *buf;
         m2c_status st = rounded_buffer((size_t)R * K * 2, &buf);
         if (st != M2C_OK) return st;
-        m2c_cuda_round_rows(buf, W.dtype, x, ldx, R, K);
-        xin = buf;
-        ldin = K;
+        m2c_cuda_round_rows(buf, W.dtype, (const float *)x, ldx, R, K);
+        x = buf;
+        ldx = K;
     }
-    m2c_status st = m2c_cuda_gemm(out, ldo, xin, ldin, W.dtype, W, R, K, O, accumulate);
+    m2c_status st = m2c_cuda_gemm(out, ldo, x, ldx, W.dtype, W, R, K, O, accumulate);
     if (st == M2C_OK && bias.data) m2c_cuda_add_bias(out, ldo, bias, R, O);
     return st;
 }
@@ -180,6 +185,7 @@ extern "C" const m2c_backend m2c_cuda_backend = {
     cuda_release,
     cuda_copy,
     cuda_embedding,
+    cuda_product_input,
     m2c_cuda_rmsnorm,
     m2c_cuda_rmsnorm_gated,
     cuda_linear,

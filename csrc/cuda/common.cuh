@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "mamba2c.h"
 
 /* The one stream every kernel and copy of this process goes on (created on first use), so a
@@ -70,6 +72,32 @@ __device__ __forceinline__ void m2c_store_floats(float *p, const m2c_floats<VEC>
         *(float4 *)p = make_float4(f.v[0], f.v[1], f.v[2], f.v[3]);
     else
         for (int i = 0; i < VEC; i++) p[i] = f.v[i];
+}
+
+/* v rounded to nearest even in T (float: unchanged). */
+template <class T> __device__ __forceinline__ T m2c_round_to(float v) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
+    else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
+    else return v;
+}
+
+/* m2c_store_floats into elements of T: VEC = 4 writes 4 x sizeof(T) bytes at once (p then a
+ * multiple of that). */
+template <class T, int VEC>
+__device__ __forceinline__ void m2c_store_as(T *p, const m2c_floats<VEC> &f) {
+    if constexpr (std::is_same_v<T, float>) {
+        m2c_store_floats<VEC>((float *)p, f);
+    } else if constexpr (VEC == 4) {
+        unsigned bits[4];
+        for (int i = 0; i < 4; i++) {
+            const T h = m2c_round_to<T>(f.v[i]);
+            if constexpr (std::is_same_v<T, __nv_bfloat16>) bits[i] = __bfloat16_as_ushort(h);
+            else bits[i] = __half_as_ushort(h);
+        }
+        *(uint2 *)p = make_uint2(bits[0] | bits[1] << 16, bits[2] | bits[3] << 16);
+    } else {
+        for (int i = 0; i < VEC; i++) p[i] = m2c_round_to<T>(f.v[i]);
+    }
 }
 
 /* Whether rows of floats starting at p, `stride` floats apart, are all 16-byte aligned. */

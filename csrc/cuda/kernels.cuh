@@ -1,7 +1,7 @@
 /* CUDA kernels: the operations of csrc/cpu/kernels.h with the same arguments and meaning, on
  * device pointers. Every launcher queues its work on m2c_cuda_stream() and returns at once;
- * errors surface at the backend's next check (cudaGetLastError). Activations are float32;
- * weights are m2c_tensor in float32, bfloat16 or float16; accumulation is float32. */
+ * errors surface at the backend's next check (cudaGetLastError). Activations are float32
+ * (the norms may write theirs in a product's 16-bit type); weights are m2c_tensor in float32, bfloat16 or float16; accumulation is float32. */
 #ifndef M2C_CUDA_KERNELS_CUH
 #define M2C_CUDA_KERNELS_CUH
 
@@ -13,11 +13,14 @@
 void m2c_cuda_embedding(float *out, const int64_t *ids, int64_t ld_ids, m2c_tensor table,
                         int64_t B, int64_t T, int64_t D, int64_t V);
 
-void m2c_cuda_rmsnorm(float *out, const float *x, m2c_tensor weight, const float *row_scale,
-                      int64_t R, int64_t D, float eps);
+/* The norms write `out` in `out_dtype`: float32, or bf16 / f16 (rounded to nearest even) for a
+ * tensor-core product to read directly. */
+void m2c_cuda_rmsnorm(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor weight,
+                      const float *row_scale, int64_t R, int64_t D, float eps);
 
-void m2c_cuda_rmsnorm_gated(float *out, const float *y, const float *z, int64_t ldz,
-                            m2c_tensor weight, int64_t R, int64_t I, int64_t group_size, float eps);
+void m2c_cuda_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, const float *z,
+                            int64_t ldz, m2c_tensor weight, int64_t R, int64_t I,
+                            int64_t group_size, float eps);
 
 void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, int64_t ldin,
                      m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,

@@ -1,6 +1,7 @@
 /* RMSNorm and the gated RMSNorm, one kernel: a block per row (or per row and norm group), a
  * block-wide sum of squares, then a second pass scaling the values kept in registers; at decode
- * a wide gated-norm group is split over a cluster of blocks instead. */
+ * a wide gated-norm group is split over a cluster of blocks instead. The output is float32, or
+ * the 16-bit type a tensor-core product reads (OutT), rounded as it is stored. */
 #include <cooperative_groups.h>
 
 #include "kernels.cuh"
@@ -16,14 +17,14 @@ static int norm_threads(int64_t rows) { return rows < 128 ? 1024 : 256; }
  * whole. */
 enum { NORM_KEPT = 8, NORM_VEC_THREADS = 256 };
 
-template <int VEC, bool GATED>
+template <int VEC, bool GATED, class OutT>
 __global__ void __launch_bounds__(VEC == 4 ? NORM_VEC_THREADS : 1024)
-norm_rows_kernel(float *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
+norm_rows_kernel(OutT *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
                  const float *row_scale, int64_t I, int64_t group_size, float eps) {
     __shared__ float scratch[32];
     const int64_t r = blockIdx.y, g0 = (int64_t)blockIdx.x * group_size;
     const float *yr = y + r * I + g0, *zr = GATED ? z + r * ldz + g0 : nullptr;
-    float *outr = out + r * I + g0;
+    OutT *outr = out + r * I + g0;
     const int64_t first = (int64_t)VEC * threadIdx.x, stride = (int64_t)VEC * blockDim.x;
     const int64_t kept_end = NORM_KEPT * stride;
     auto gate = [&](int64_t i) { /* g at i .. i + VEC - 1 */
@@ -58,25 +59,25 @@ norm_rows_kernel(float *out, const float *y, const float *z, int64_t ldz, m2c_te
         m2c_floats<VEC> o;
         for (int e = 0; e < VEC; e++)
             o.v[e] = m2c_load(weight, g0 + i + e) * (kept[j].v[e] * scale);
-        m2c_store_floats<VEC>(outr + i, o);
+        m2c_store_as<OutT, VEC>(outr + i, o);
     }
     for (int64_t i = first + kept_end; i < group_size; i += stride) {
         const m2c_floats<VEC> g = gate(i);
         m2c_floats<VEC> o;
         for (int e = 0; e < VEC; e++) o.v[e] = m2c_load(weight, g0 + i + e) * (g.v[e] * scale);
-        m2c_store_floats<VEC>(outr + i, o);
+        m2c_store_as<OutT, VEC>(outr + i, o);
     }
 }
 
 /* Rows of groups: 16-byte accesses where the rows allow them. */
-template <bool GATED>
-static void norm_rows(float *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
+template <bool GATED, class OutT>
+static void norm_rows(OutT *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
                       const float *row_scale, int64_t R, int64_t I, int64_t group_size,
                       float eps) {
     const dim3 grid((unsigned)(I / group_size), (unsigned)R);
     cudaStream_t s = m2c_cuda_stream();
-    if (group_size % 4 == 0 && m2c_rows_aligned16(y, I) && m2c_rows_aligned16(out, I) &&
-        (!GATED || m2c_rows_aligned16(z, ldz)))
+    if (group_size % 4 == 0 && m2c_rows_aligned16(y, I) &&
+        (uintptr_t)out % (4 * sizeof(OutT)) == 0 && (!GATED || m2c_rows_aligned16(z, ldz)))
         norm_rows_kernel<4, GATED><<<grid, NORM_VEC_THREADS, 0, s>>>(
             out, y, z, ldz, weight, row_scale, I, group_size, eps);
     else
@@ -84,10 +85,21 @@ static void norm_rows(float *out, const float *y, const float *z, int64_t ldz, m
             out, y, z, ldz, weight, row_scale, I, group_size, eps);
 }
 
-void m2c_cuda_rmsnorm(float *out, const float *x, m2c_tensor weight, const float *row_scale,
-                      int64_t R, int64_t D, float eps) {
+/* f(typed out) with out seen as elements of `dtype`. */
+template <class F> static void with_out_type(void *out, m2c_dtype dtype, F f) {
+    switch (dtype) {
+    case M2C_BF16: f((__nv_bfloat16 *)out); break;
+    case M2C_F16: f((__half *)out); break;
+    default: f((float *)out);
+    }
+}
+
+void m2c_cuda_rmsnorm(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor weight,
+                      const float *row_scale, int64_t R, int64_t D, float eps) {
     if (R == 0 || D == 0) return;
-    norm_rows<false>(out, x, nullptr, 0, weight, row_scale, R, D, D, eps);
+    with_out_type(out, out_dtype, [&](auto *o) {
+        norm_rows<false>(o, x, nullptr, 0, weight, row_scale, R, D, D, eps);
+    });
 }
 
 /* Few rows with wide groups (decode over the full intermediate width): a block per group would
@@ -96,7 +108,8 @@ void m2c_cuda_rmsnorm(float *out, const float *x, m2c_tensor weight, const float
  * squares through distributed shared memory, so the group is read once, in parallel. */
 enum { SLICES = 8, SLICE_THREADS = 256, SLICE_KEPT = 8 };
 
-__global__ void rmsnorm_gated_cluster_kernel(float *out, const float *y, const float *z,
+template <class OutT>
+__global__ void rmsnorm_gated_cluster_kernel(OutT *out, const float *y, const float *z,
                                              int64_t ldz, m2c_tensor weight, int64_t I,
                                              int64_t group_size, float eps) {
 #if __CUDA_ARCH__ >= 900
@@ -123,7 +136,7 @@ __global__ void rmsnorm_gated_cluster_kernel(float *out, const float *y, const f
 #pragma unroll
     for (int j = 0; j < SLICE_KEPT; j++) {
         const int64_t i = i0 + threadIdx.x + (int64_t)j * SLICE_THREADS;
-        if (i < i0 + slice) out[r * I + i] = w[j] * (g[j] * scale);
+        if (i < i0 + slice) out[r * I + i] = m2c_round_to<OutT>(w[j] * (g[j] * scale));
     }
 #endif
 }
@@ -133,17 +146,17 @@ static bool cluster_kernel_usable() {
     static int usable = -1;
     if (usable < 0) {
         cudaFuncAttributes attr;
-        usable = cudaFuncGetAttributes(&attr, rmsnorm_gated_cluster_kernel) == cudaSuccess &&
+        usable = cudaFuncGetAttributes(&attr, rmsnorm_gated_cluster_kernel<float>) ==
+                     cudaSuccess &&
                  attr.binaryVersion >= 90;
         cudaGetLastError();
     }
     return usable == 1;
 }
 
-void m2c_cuda_rmsnorm_gated(float *out, const float *y, const float *z, int64_t ldz,
-                            m2c_tensor weight, int64_t R, int64_t I, int64_t group_size,
-                            float eps) {
-    if (R == 0 || I == 0) return;
+template <class OutT>
+static void rmsnorm_gated(OutT *out, const float *y, const float *z, int64_t ldz,
+                          m2c_tensor weight, int64_t R, int64_t I, int64_t group_size, float eps) {
     cudaStream_t s = m2c_cuda_stream();
     const int64_t blocks = R * (I / group_size);
     if (blocks < 32 && group_size % (SLICES * SLICE_THREADS) == 0 &&
@@ -157,9 +170,18 @@ void m2c_cuda_rmsnorm_gated(float *out, const float *y, const float *z, int64_t 
         config.stream = s;
         config.attrs = &cluster;
         config.numAttrs = 1;
-        cudaLaunchKernelEx(&config, rmsnorm_gated_cluster_kernel, out, y, z, ldz, weight, I,
-                           group_size, eps);
+        cudaLaunchKernelEx(&config, rmsnorm_gated_cluster_kernel<OutT>, out, y, z, ldz, weight,
+                           I, group_size, eps);
         return;
     }
     norm_rows<true>(out, y, z, ldz, weight, nullptr, R, I, group_size, eps);
+}
+
+void m2c_cuda_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, const float *z,
+                            int64_t ldz, m2c_tensor weight, int64_t R, int64_t I,
+                            int64_t group_size, float eps) {
+    if (R == 0 || I == 0) return;
+    with_out_type(out, out_dtype, [&](auto *o) {
+        rmsnorm_gated(o, y, z, ldz, weight, R, I, group_size, eps);
+    });
 }

@@ -4,30 +4,28 @@
 
 /* Block (row, slice of 256 x VEC columns): no division per element; VEC = 4 reads the row in
  * 16-byte loads. */
-template <int VEC>
-__global__ void round_rows_kernel(void *dst, int is_bf16, const float *src, int64_t lds,
-                                  int64_t K) {
+template <class T, int VEC>
+__global__ void round_rows_kernel(T *dst, const float *src, int64_t lds, int64_t K) {
     const int64_t k = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * VEC, r = blockIdx.x;
-    if (k >= K) return;
-    const m2c_floats<VEC> v = m2c_load_floats<VEC>(src + r * lds + k);
-    for (int e = 0; e < VEC; e++) {
-        if (is_bf16)
-            ((__nv_bfloat16 *)dst)[r * K + k + e] = __float2bfloat16_rn(v.v[e]);
-        else
-            ((__half *)dst)[r * K + k + e] = __float2half_rn(v.v[e]);
-    }
+    if (k < K) m2c_store_as<T, VEC>(dst + r * K + k, m2c_load_floats<VEC>(src + r * lds + k));
+}
+
+template <class T>
+static void round_rows(T *dst, const float *src, int64_t lds, int64_t R, int64_t K) {
+    cudaStream_t s = m2c_cuda_stream();
+    if (K % 4 == 0 && m2c_rows_aligned16(src, lds) && (uintptr_t)dst % (4 * sizeof(T)) == 0)
+        round_rows_kernel<T, 4><<<dim3((unsigned)R, m2c_blocks(K / 4, 256)), 256, 0, s>>>(
+            dst, src, lds, K);
+    else
+        round_rows_kernel<T, 1><<<dim3((unsigned)R, m2c_blocks(K, 256)), 256, 0, s>>>(dst, src,
+                                                                                      lds, K);
 }
 
 void m2c_cuda_round_rows(void *dst, m2c_dtype dtype, const float *src, int64_t lds, int64_t R,
                          int64_t K) {
     if (R * K == 0) return;
-    cudaStream_t s = m2c_cuda_stream();
-    if (K % 4 == 0 && m2c_rows_aligned16(src, lds))
-        round_rows_kernel<4><<<dim3((unsigned)R, m2c_blocks(K / 4, 256)), 256, 0, s>>>(
-            dst, dtype == M2C_BF16, src, lds, K);
-    else
-        round_rows_kernel<1><<<dim3((unsigned)R, m2c_blocks(K, 256)), 256, 0, s>>>(
-            dst, dtype == M2C_BF16, src, lds, K);
+    if (dtype == M2C_BF16) round_rows((__nv_bfloat16 *)dst, src, lds, R, K);
+    else round_rows((__half *)dst, src, lds, R, K);
 }
 
 __global__ void add_bias_kernel(float *out, int64_t ldo, m2c_tensor bias, int64_t O, int64_t n) {

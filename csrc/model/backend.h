@@ -30,12 +30,20 @@ struct m2c_backend {
 
     void (*embedding)(float *out, const int64_t *ids, m2c_tensor table, int64_t R, int64_t D,
                       int64_t V);
-    void (*rmsnorm)(float *out, const float *x, m2c_tensor weight, const float *row_scale,
-                    int64_t R, int64_t D, float eps);
-    void (*rmsnorm_gated)(float *out, const float *y, const float *z, int64_t ldz,
-                          m2c_tensor weight, int64_t R, int64_t I, int64_t group_size, float eps);
-    m2c_status (*linear)(float *out, int64_t ldo, const float *x, int64_t ldx, m2c_tensor W,
-                         m2c_tensor bias, int64_t R, int64_t K, int64_t O, int accumulate);
+    /* The type `linear` takes R rows of input in against weights of type `weights`: the norms
+     * write the outputs that feed a product in that type, so that no separate pass converts
+     * them (CUDA: the weights' 16-bit type for tensor-core products; the CPU: float32). */
+    m2c_dtype (*product_input)(m2c_dtype weights, int64_t R);
+    /* The norms' `out` holds elements of `out_dtype`, float32 or what product_input gave. */
+    void (*rmsnorm)(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor weight,
+                    const float *row_scale, int64_t R, int64_t D, float eps);
+    void (*rmsnorm_gated)(void *out, m2c_dtype out_dtype, const float *y, const float *z,
+                          int64_t ldz, m2c_tensor weight, int64_t R, int64_t I,
+                          int64_t group_size, float eps);
+    /* x: float32, or the type product_input gave for these weights and rows. */
+    m2c_status (*linear)(float *out, int64_t ldo, const void *x, m2c_dtype x_dtype, int64_t ldx,
+                         m2c_tensor W, m2c_tensor bias, int64_t R, int64_t K, int64_t O,
+                         int accumulate);
     void (*conv1d)(float *out, float *state, int has_state, const float *in, int64_t ldin,
                    m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
                    int64_t C, int64_t K, int silu);

@@ -201,8 +201,12 @@ static m2c_status run_block(const m2c_config *c, const m2c_backend *be,
     const int64_t R = B * Tp, D = c->hidden_size, H = c->num_heads, I = H * c->head_dim;
     const int64_t GN = c->n_groups * c->state_size, C = I + 2 * GN, proj = I + C + H;
     m2c_status st;
-    be->rmsnorm(ws->normed, ws->hidden, lw->norm, mask, R, D, c->eps);
-    st = be->linear(ws->zxbcdt, proj, ws->normed, D, lw->in_proj, lw->in_proj_bias, R, D, proj, 0);
+    /* The norms write what feeds a product in the type the product takes. */
+    const m2c_dtype in_type = be->product_input(lw->in_proj.dtype, R);
+    const m2c_dtype out_type = be->product_input(lw->out_proj.dtype, R);
+    be->rmsnorm(ws->normed, in_type, ws->hidden, lw->norm, mask, R, D, c->eps);
+    st = be->linear(ws->zxbcdt, proj, ws->normed, in_type, D, lw->in_proj, lw->in_proj_bias, R, D,
+                    proj, 0);
     if (st != M2C_OK) return backend_status(be, st);
     if ((st = interrupted(a)) != M2C_OK) return st;
     be->conv1d(ws->xbc, conv_state, has_state, ws->zxbcdt + I, proj, lw->conv1d, lw->conv1d_bias,
@@ -219,10 +223,14 @@ static m2c_status run_block(const m2c_config *c, const m2c_backend *be,
         if (st != M2C_OK) return backend_status(be, st);
     }
     if ((st = interrupted(a)) != M2C_OK) return st;
-    be->rmsnorm_gated(ws->y, ws->y, ws->zxbcdt, proj, lw->gated_norm, R, I, I / c->norm_groups,
-                      c->eps);
-    return backend_status(be, be->linear(ws->hidden, D, ws->y, I, lw->out_proj, lw->out_proj_bias,
-                                         R, I, D, 1));
+    /* In float32 the gated norm overwrites y in place. Narrower elements cannot (a row's output
+     * would land on rows other blocks are still reading), so they go to xbc, whose x, B and C
+     * the scan has consumed. */
+    void *gated = out_type == M2C_F32 ? (void *)ws->y : (void *)ws->xbc;
+    be->rmsnorm_gated(gated, out_type, ws->y, ws->zxbcdt, proj, lw->gated_norm, R, I,
+                      I / c->norm_groups, c->eps);
+    return backend_status(be, be->linear(ws->hidden, D, gated, out_type, I, lw->out_proj,
+                                         lw->out_proj_bias, R, I, D, 1));
 }
 
 /* Logits of the wanted positions that fall in this piece, from the norm_f output. */
@@ -257,9 +265,8 @@ static m2c_status piece_logits(const m2c_engine *e, const m2c_forward_args *a, m
     const int whole = n == a->n_logits;
     const int64_t calls = whole ? 1 : a->batch, n_rows = whole ? a->batch * n : n;
     for (int64_t b = 0; b < calls; b++) {
-        m2c_status st = be->linear(a->logits + (b * a->n_logits + j0) * V, V,
-                                   rows + b * n * D, D, e->weights.lm_head, none, n_rows, D,
-                                   V, 0);
+        m2c_status st = be->linear(a->logits + (b * a->n_logits + j0) * V, V, rows + b * n * D,
+                                   M2C_F32, D, e->weights.lm_head, none, n_rows, D, V, 0);
         if (st != M2C_OK) return backend_status(be, st);
     }
     return M2C_OK;
@@ -290,7 +297,8 @@ static m2c_status run_piece(const m2c_engine *e, const m2c_forward_args *a, m2c_
             copy_rows(be, a->hidden_states + (size_t)l * B * T * D, T, t0, ws->hidden, Tp, 0, B,
                       Tp, sizeof(float) * D);
     }
-    be->rmsnorm(ws->normed, ws->hidden, e->weights.norm_f, NULL, R, D, c->eps);
+    /* float32: the last hidden state is an output too */
+    be->rmsnorm(ws->normed, M2C_F32, ws->hidden, e->weights.norm_f, NULL, R, D, c->eps);
     if (a->last_hidden)
         copy_rows(be, a->last_hidden, T, t0, ws->normed, Tp, 0, B, Tp, sizeof(float) * D);
     if (a->hidden_states)

@@ -6,9 +6,11 @@
 
 typedef struct {
     float *hidden;   /* [R, D]   residual stream */
-    float *normed;   /* [R, D]   block-norm output, then norm_f output */
+    float *normed;   /* [R, D]   block-norm output (in the product's input type), then
+                        norm_f output (float32) */
     float *zxbcdt;   /* [R, 2I+2GN+H] in_proj output */
-    float *xbc;      /* [R, I+2GN] conv output: x | B | C */
+    float *xbc;      /* [R, I+2GN] conv output: x | B | C; after the scan, the gated-norm
+                        output when the product takes it narrower than float32 */
     float *dt;       /* [R, H] */
     float *y;        /* [R, I]   SSD output, then gated-norm output */
     float *mask;     /* [R]      this piece's attention mask */
