@@ -153,7 +153,7 @@ def test_left_padded_batch_and_greedy_generate(rng):
 
 
 def test_decode_graph_recaptured_after_scratch_grows(rng):
-    # Beyond one row a bf16 decode step rounds its activations into a scratch buffer that a
+    # Beyond one row a bf16 decode step rounds the LM head's input into a scratch buffer that a
     # larger call reallocates; a graph captured before that must not replay on the old one.
     _, gpu = random_pair(rng, dtype="bfloat16", **CONFIGS["groups2-chunk8"])
     V = gpu.config.vocab_size

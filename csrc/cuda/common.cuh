@@ -66,14 +66,6 @@ __device__ __forceinline__ m2c_floats<VEC> m2c_load_floats(const float *p) {
     return f;
 }
 
-template <int VEC>
-__device__ __forceinline__ void m2c_store_floats(float *p, const m2c_floats<VEC> &f) {
-    if constexpr (VEC == 4)
-        *(float4 *)p = make_float4(f.v[0], f.v[1], f.v[2], f.v[3]);
-    else
-        for (int i = 0; i < VEC; i++) p[i] = f.v[i];
-}
-
 /* v rounded to nearest even in T (float: unchanged). */
 template <class T> __device__ __forceinline__ T m2c_round_to(float v) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
@@ -81,12 +73,12 @@ template <class T> __device__ __forceinline__ T m2c_round_to(float v) {
     else return v;
 }
 
-/* m2c_store_floats into elements of T: VEC = 4 writes 4 x sizeof(T) bytes at once (p then a
- * multiple of that). */
+/* f stored as elements of T (float, or rounded to bf16 / f16): VEC = 4 writes 4 x sizeof(T)
+ * bytes at once (p then a multiple of that). */
 template <class T, int VEC>
 __device__ __forceinline__ void m2c_store_as(T *p, const m2c_floats<VEC> &f) {
-    if constexpr (std::is_same_v<T, float>) {
-        m2c_store_floats<VEC>((float *)p, f);
+    if constexpr (std::is_same_v<T, float> && VEC == 4) {
+        *(float4 *)p = make_float4(f.v[0], f.v[1], f.v[2], f.v[3]);
     } else if constexpr (VEC == 4) {
         unsigned bits[4];
         for (int i = 0; i < 4; i++) {
@@ -100,9 +92,11 @@ __device__ __forceinline__ void m2c_store_as(T *p, const m2c_floats<VEC> &f) {
     }
 }
 
-/* Whether rows of floats starting at p, `stride` floats apart, are all 16-byte aligned. */
-static inline bool m2c_rows_aligned16(const float *p, int64_t stride) {
-    return (uintptr_t)p % 16 == 0 && stride % 4 == 0;
+/* Whether rows of T starting at p, `stride` elements apart, all allow accesses of four elements
+ * at once (m2c_load_floats<4>, m2c_store_as<T, 4>): each starts at a multiple of 4 x sizeof(T)
+ * bytes. */
+template <class T> static inline bool m2c_rows_vec4(const T *p, int64_t stride) {
+    return (uintptr_t)p % (4 * sizeof(T)) == 0 && stride % 4 == 0;
 }
 
 static inline unsigned m2c_blocks(int64_t n, int threads) {

@@ -57,7 +57,7 @@ __global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_sta
             for (int k = 0; k < K; k++) acc += taps[k][v] * window[k].v[v];
             y.v[v] = (silu ? m2c_silu(acc) : acc) * scale;
         }
-        m2c_store_floats<VEC>(out + (b * T + t) * C + c0, y);
+        m2c_store_as(out + (b * T + t) * C + c0, y);
     }
     if (state && gridDim.y == 1)
         for (int v = 0; v < VEC; v++)
@@ -90,7 +90,7 @@ void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, i
     const unsigned segments = m2c_blocks(T, CONV_SEGMENT);
     /* Four channels a thread where the rows allow it, except for a single token (decode): there
      * the conv-state update is most of the work, and a thread a channel spreads it wider. */
-    if (T > 1 && C % 4 == 0 && m2c_rows_aligned16(in, ldin) && m2c_rows_aligned16(out, C))
+    if (T > 1 && m2c_rows_vec4(in, ldin) && m2c_rows_vec4(out, C))
         conv1d_launch<1, 4>((int)K, dim3(m2c_blocks(C / 4, CONV_THREADS), segments, (unsigned)B),
                             out, state, has_state, in, ldin, w, bias, mask, T, C, silu);
     else

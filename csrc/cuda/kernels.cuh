@@ -1,7 +1,8 @@
 /* CUDA kernels: the operations of csrc/cpu/kernels.h with the same arguments and meaning, on
  * device pointers. Every launcher queues its work on m2c_cuda_stream() and returns at once;
- * errors surface at the backend's next check (cudaGetLastError). Activations are float32
- * (the norms may write theirs in a product's 16-bit type); weights are m2c_tensor in float32, bfloat16 or float16; accumulation is float32. */
+ * errors surface at the backend's next check (cudaGetLastError). Activations are float32 (the
+ * norms may write theirs in a product's 16-bit type); weights are m2c_tensor in float32,
+ * bfloat16 or float16; accumulation is float32. */
 #ifndef M2C_CUDA_KERNELS_CUH
 #define M2C_CUDA_KERNELS_CUH
 

@@ -76,8 +76,8 @@ static void norm_rows(OutT *out, const float *y, const float *z, int64_t ldz, m2
                       float eps) {
     const dim3 grid((unsigned)(I / group_size), (unsigned)R);
     cudaStream_t s = m2c_cuda_stream();
-    if (group_size % 4 == 0 && m2c_rows_aligned16(y, I) &&
-        (uintptr_t)out % (4 * sizeof(OutT)) == 0 && (!GATED || m2c_rows_aligned16(z, ldz)))
+    if (group_size % 4 == 0 && m2c_rows_vec4(y, I) && m2c_rows_vec4(out, I) &&
+        (!GATED || m2c_rows_vec4(z, ldz)))
         norm_rows_kernel<4, GATED><<<grid, NORM_VEC_THREADS, 0, s>>>(
             out, y, z, ldz, weight, row_scale, I, group_size, eps);
     else

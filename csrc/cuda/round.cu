@@ -13,7 +13,7 @@ __global__ void round_rows_kernel(T *dst, const float *src, int64_t lds, int64_t
 template <class T>
 static void round_rows(T *dst, const float *src, int64_t lds, int64_t R, int64_t K) {
     cudaStream_t s = m2c_cuda_stream();
-    if (K % 4 == 0 && m2c_rows_aligned16(src, lds) && (uintptr_t)dst % (4 * sizeof(T)) == 0)
+    if (m2c_rows_vec4(src, lds) && m2c_rows_vec4(dst, K))
         round_rows_kernel<T, 4><<<dim3((unsigned)R, m2c_blocks(K / 4, 256)), 256, 0, s>>>(
             dst, src, lds, K);
     else

@@ -391,8 +391,8 @@ static void scan_with(float *y, float *state, int has_state, const float *x, con
                       const float *Cm, int64_t ldx, const float *dt, const float *A,
                       const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
                       int64_t G, const ScanLayout &lay) {
-    const bool vec4 = P % 4 == 0 && N % 4 == 0 && m2c_rows_aligned16(x, ldx) &&
-                      m2c_rows_aligned16(Bm, ldx) && m2c_rows_aligned16(Cm, ldx);
+    const bool vec4 = P % 4 == 0 && N % 4 == 0 && m2c_rows_vec4(x, ldx) &&
+                      m2c_rows_vec4(Bm, ldx) && m2c_rows_vec4(Cm, ldx);
     if (vec4)
         launch_scan<Mode, 4>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, lay);
     else

@@ -41,7 +41,7 @@ ssd_step_kernel(float *y, float *state, int has_state, const float *x, const flo
                 v[r].v[i] = (has_state ? v[r].v[i] * decay : 0.0f) + input[r] * Bv.v[i];
                 acc[r] += v[r].v[i] * Cv.v[i];
             }
-            m2c_store_floats<VEC>(s + (p0 + r) * N + n, v[r]);
+            m2c_store_as(s + (p0 + r) * N + n, v[r]);
         }
     }
     for (int r = 0; r < ROWS_PER_WARP; r++) {
@@ -57,7 +57,7 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, co
     const dim3 grid((unsigned)H, (unsigned)B, m2c_blocks(P, STEP_ROWS));
     const size_t shared = 2 * N * sizeof(float);
     cudaStream_t s = m2c_cuda_stream();
-    if (m2c_rows_aligned16(state, N))
+    if (m2c_rows_vec4(state, N))
         ssd_step_kernel<4><<<grid, STEP_WARPS * 32, shared, s>>>(y, state, has_state, x, Bm, Cm,
                                                                  ldx, dt, A, D, H, P, N, H / G);
     else
