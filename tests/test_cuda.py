@@ -33,6 +33,9 @@ CONFIGS = {
     "wide-heads": dict(hidden_size=96, num_heads=2, head_dim=96, state_size=40),
     # a state too wide for the scan's longest chunks and widest slices: its fallback layouts
     "wide-state": dict(hidden_size=96, num_heads=2, head_dim=96, state_size=200),
+    # the head and state widths of the released checkpoints (64 and 128): the scan's common layout
+    "checkpoint-heads": dict(hidden_size=128, num_heads=4, head_dim=64, state_size=128,
+                             vocab_size=97),
 }
 
 
@@ -73,7 +76,8 @@ def test_forward_matches_cpu(rng, name, T):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("name", ["wide-chunk64", "odd-widths", "wide-heads"])
+@pytest.mark.parametrize("name",
+                         ["wide-chunk64", "odd-widths", "wide-heads", "checkpoint-heads"])
 def test_16bit_weights_match_cpu(rng, dtype, name):
     cpu, gpu = random_pair(rng, dtype=dtype, **CONFIGS[name])
     ids = rng.integers(0, cpu.config.vocab_size, size=(3, 150))
