@@ -25,17 +25,35 @@ enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
  * (C, M, S) are an odd number of 16-byte units apart, rows read a column at a time (x, B) 8
  * floats past a multiple of 32, so that each fragment load hits 32 different banks (B read by
  * ldmatrix, in C B^T, takes two passes). */
-struct ScanLayout {
-    int L, PT, NP, stages;
-    __host__ __device__ int x_ld() const { return PT + 8; }
-    __host__ __device__ int b_ld() const { return NP + 8; }
-    __host__ __device__ int c_ld() const { return NP + 4; } /* C and S */
-    __host__ __device__ int m_ld() const { return L + 4; }
-    __host__ __device__ int stage_floats() const { return L * (x_ld() + b_ld() + 1); }
+template <class Dims> struct Layout : Dims {
+    __host__ __device__ int x_ld() const { return this->PT + 8; }
+    __host__ __device__ int b_ld() const { return this->NP + 8; }
+    __host__ __device__ int c_ld() const { return this->NP + 4; } /* C and S */
+    __host__ __device__ int m_ld() const { return this->L + 4; }
+    __host__ __device__ int stage_floats() const { return this->L * (x_ld() + b_ld() + 1); }
     __host__ __device__ int floats() const {
-        return stages * stage_floats() + L * c_ld() + L * m_ld() + PT * c_ld() + 3 * L;
+        return this->stages * stage_floats() + this->L * c_ld() + this->L * m_ld() +
+               this->PT * c_ld() + 3 * this->L;
     }
 };
+
+/* The sizes as run-time values, chosen for the device and the model ... */
+struct RuntimeDims {
+    int L, PT, NP, stages;
+};
+using ScanLayout = Layout<RuntimeDims>;
+
+/* ... or as constants, for the layout of every released Mamba-2 checkpoint on a GPU with 190 KB
+ * of shared memory a block (64-channel heads, 128 state columns): the compiler then folds the
+ * addressing and unrolls the loops over tiles and k steps. */
+template <int L_, int PT_, int NP_, int STAGES> struct FixedDims {
+    static constexpr int L = L_, PT = PT_, NP = NP_, stages = STAGES;
+};
+using CommonLayout = Layout<FixedDims<64, 64, 128, 2>>;
+
+static bool same_layout(const ScanLayout &a, const CommonLayout &b) {
+    return a.L == b.L && a.PT == b.PT && a.NP == b.NP && a.stages == b.stages;
+}
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "the chunked scan needs compute capability 8.0 or newer (cp.async, TF32 tensor cores)"
@@ -235,12 +253,11 @@ __device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int 
 }
 
 /* Block (channel slice, head, batch row). x, Bm and Cm: rows of ldx floats, one a token. */
-template <class Mode, int VEC>
+template <class Mode, int VEC, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS)
 ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const float *Bm,
                 const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
-                int64_t T, int64_t H, int64_t P, int64_t N, int64_t heads_per_group,
-                ScanLayout lay) {
+                int64_t T, int64_t H, int64_t P, int64_t N, int64_t heads_per_group, Lay lay) {
     extern __shared__ float4 shared_floats4[];
     float *const sm = (float *)shared_floats4;
     const int L = lay.L, PT = lay.PT, NP = lay.NP, warp = threadIdx.x / 32;
@@ -373,17 +390,30 @@ static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
     return false;
 }
 
+template <class Mode, int VEC, class Lay>
+static void launch_with(float *y, float *state, int has_state, const float *x, const float *Bm,
+                        const float *Cm, int64_t ldx, const float *dt, const float *A,
+                        const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
+                        int64_t G, const Lay &lay) {
+    const int bytes = lay.floats() * (int)sizeof(float);
+    cudaFuncSetAttribute(ssd_scan_kernel<Mode, VEC, Lay>,
+                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    const dim3 grid((unsigned)((P + lay.PT - 1) / lay.PT), (unsigned)H, (unsigned)B);
+    ssd_scan_kernel<Mode, VEC, Lay><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
+        y, state, has_state, x, Bm, Cm, ldx, dt, A, D, T, H, P, N, H / G, lay);
+}
+
 template <class Mode, int VEC>
 static void launch_scan(float *y, float *state, int has_state, const float *x, const float *Bm,
                         const float *Cm, int64_t ldx, const float *dt, const float *A,
                         const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
                         int64_t G, const ScanLayout &lay) {
-    const int bytes = lay.floats() * (int)sizeof(float);
-    cudaFuncSetAttribute(ssd_scan_kernel<Mode, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         bytes);
-    const dim3 grid((unsigned)((P + lay.PT - 1) / lay.PT), (unsigned)H, (unsigned)B);
-    ssd_scan_kernel<Mode, VEC><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
-        y, state, has_state, x, Bm, Cm, ldx, dt, A, D, T, H, P, N, H / G, lay);
+    if (same_layout(lay, CommonLayout{}))
+        launch_with<Mode, VEC>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G,
+                               CommonLayout{});
+    else
+        launch_with<Mode, VEC>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G,
+                               lay);
 }
 
 template <class Mode>
