@@ -82,15 +82,22 @@ __device__ __forceinline__ void copies_wait(int pending) {
 
 /* rows x width floats of a token-major matrix (row r at src + r * ld) into shared rows `sld`
  * apart, a warp a row; rows >= rows_valid and columns >= cols_valid are zero. VEC = 4 moves 16
- * bytes a copy (src, ld and cols_valid then multiples of 4 floats). */
+ * bytes a copy (src, ld and cols_valid then multiples of 4 floats). A lane walks its column
+ * down the rows, so a copy's addresses cost an add each, not a product. */
 template <int VEC>
 __device__ __forceinline__ void load_tile(float *dst, int sld, const float *src, int64_t ld,
                                           int rows, int rows_valid, int width, int cols_valid) {
-    for (int r = threadIdx.x / 32; r < rows; r += SCAN_WARPS)
-        for (int col = threadIdx.x % 32 * VEC; col < width; col += 32 * VEC) {
-            const bool valid = r < rows_valid && col < cols_valid;
-            copy_async<4 * VEC>(dst + r * sld + col, valid ? src + r * ld + col : src, valid);
+    const int r0 = threadIdx.x / 32;
+    for (int col = threadIdx.x % 32 * VEC; col < width; col += 32 * VEC) {
+        const bool col_valid = col < cols_valid;
+        int64_t from = r0 * ld + col;
+        int to = r0 * sld + col;
+        for (int r = r0; r < rows; r += SCAN_WARPS) {
+            const bool valid = col_valid && r < rows_valid;
+            copy_async<4 * VEC>(dst + to, valid ? src + from : src, valid);
+            from += SCAN_WARPS * ld, to += SCAN_WARPS * sld;
         }
+    }
 }
 
 __device__ __forceinline__ unsigned to_tf32(float v) {
