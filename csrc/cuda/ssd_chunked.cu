@@ -260,8 +260,10 @@ __device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int 
 }
 
 /* Block (channel slice, head, batch row). x, Bm and Cm: rows of ldx floats, one a token. */
+/* One block a multiprocessor (its shared memory allows no more), so the bounds say so: without
+ * the 1, ptxas may cap the registers for two blocks and spill. */
 template <class Mode, int VEC, class Lay>
-__global__ void __launch_bounds__(SCAN_THREADS)
+__global__ void __launch_bounds__(SCAN_THREADS, 1)
 ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const float *Bm,
                 const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
                 int64_t T, int64_t H, int64_t P, int64_t N, int64_t heads_per_group, Lay lay) {
