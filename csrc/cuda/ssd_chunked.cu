@@ -260,8 +260,8 @@ __device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int 
 }
 
 /* Block (channel slice, head, batch row). x, Bm and Cm: rows of ldx floats, one a token. */
-/* One block a multiprocessor (its shared memory allows no more), so the bounds say so: without
- * the 1, ptxas may cap the registers for two blocks and spill. */
+/* The layouts are sized for one block a multiprocessor, and the bounds say so: without the 1,
+ * ptxas may cap the registers for two blocks and spill. */
 template <class Mode, int VEC, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS, 1)
 ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const float *Bm,
