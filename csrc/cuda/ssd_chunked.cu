@@ -25,17 +25,35 @@ enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
  * (C, M, S) are an odd number of 16-byte units apart, rows read a column at a time (x, B) 8
  * floats past a multiple of 32, so that each fragment load hits 32 different banks (B read by
  * ldmatrix, in C B^T, takes two passes). */
-struct ScanLayout {
-    int L, PT, NP, stages;
-    __host__ __device__ int x_ld() const { return PT + 8; }
-    __host__ __device__ int b_ld() const { return NP + 8; }
-    __host__ __device__ int c_ld() const { return NP + 4; } /* C and S */
-    __host__ __device__ int m_ld() const { return L + 4; }
-    __host__ __device__ int stage_floats() const { return L * (x_ld() + b_ld() + 1); }
+template <class Dims> struct Layout : Dims {
+    __host__ __device__ int x_ld() const { return this->PT + 8; }
+    __host__ __device__ int b_ld() const { return this->NP + 8; }
+    __host__ __device__ int c_ld() const { return this->NP + 4; } /* C and S */
+    __host__ __device__ int m_ld() const { return this->L + 4; }
+    __host__ __device__ int stage_floats() const { return this->L * (x_ld() + b_ld() + 1); }
     __host__ __device__ int floats() const {
-        return stages * stage_floats() + L * c_ld() + L * m_ld() + PT * c_ld() + 3 * L;
+        return this->stages * stage_floats() + this->L * c_ld() + this->L * m_ld() +
+               this->PT * c_ld() + 3 * this->L;
     }
 };
+
+/* The sizes as run-time values, chosen for the device and the model ... */
+struct RuntimeDims {
+    int L, PT, NP, stages;
+};
+using ScanLayout = Layout<RuntimeDims>;
+
+/* ... or as constants, for the layout of every released Mamba-2 checkpoint on a GPU with 190 KB
+ * of shared memory a block (64-channel heads, 128 state columns): the compiler then folds the
+ * addressing and unrolls the loops over tiles and k steps. */
+template <int L_, int PT_, int NP_, int STAGES> struct FixedDims {
+    static constexpr int L = L_, PT = PT_, NP = NP_, stages = STAGES;
+};
+using CommonLayout = Layout<FixedDims<64, 64, 128, 2>>;
+
+static bool same_layout(const ScanLayout &a, const CommonLayout &b) {
+    return a.L == b.L && a.PT == b.PT && a.NP == b.NP && a.stages == b.stages;
+}
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "the chunked scan needs compute capability 8.0 or newer (cp.async, TF32 tensor cores)"
@@ -64,15 +82,22 @@ __device__ __forceinline__ void copies_wait(int pending) {
 
 /* rows x width floats of a token-major matrix (row r at src + r * ld) into shared rows `sld`
  * apart, a warp a row; rows >= rows_valid and columns >= cols_valid are zero. VEC = 4 moves 16
- * bytes a copy (src, ld and cols_valid then multiples of 4 floats). */
+ * bytes a copy (src, ld and cols_valid then multiples of 4 floats). A lane walks its column
+ * down the rows, so a copy's addresses cost an add each, not a product. */
 template <int VEC>
 __device__ __forceinline__ void load_tile(float *dst, int sld, const float *src, int64_t ld,
                                           int rows, int rows_valid, int width, int cols_valid) {
-    for (int r = threadIdx.x / 32; r < rows; r += SCAN_WARPS)
-        for (int col = threadIdx.x % 32 * VEC; col < width; col += 32 * VEC) {
-            const bool valid = r < rows_valid && col < cols_valid;
-            copy_async<4 * VEC>(dst + r * sld + col, valid ? src + r * ld + col : src, valid);
+    const int r0 = threadIdx.x / 32;
+    for (int col = threadIdx.x % 32 * VEC; col < width; col += 32 * VEC) {
+        const bool col_valid = col < cols_valid;
+        int64_t from = r0 * ld + col;
+        int to = r0 * sld + col;
+        for (int r = r0; r < rows; r += SCAN_WARPS) {
+            const bool valid = col_valid && r < rows_valid;
+            copy_async<4 * VEC>(dst + to, valid ? src + from : src, valid);
+            from += SCAN_WARPS * ld, to += SCAN_WARPS * sld;
         }
+    }
 }
 
 __device__ __forceinline__ unsigned to_tf32(float v) {
@@ -235,12 +260,13 @@ __device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int 
 }
 
 /* Block (channel slice, head, batch row). x, Bm and Cm: rows of ldx floats, one a token. */
-template <class Mode, int VEC>
-__global__ void __launch_bounds__(SCAN_THREADS)
+/* The layouts are sized for one block a multiprocessor, and the bounds say so: without the 1,
+ * ptxas may cap the registers for two blocks and spill. */
+template <class Mode, int VEC, class Lay>
+__global__ void __launch_bounds__(SCAN_THREADS, 1)
 ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const float *Bm,
                 const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
-                int64_t T, int64_t H, int64_t P, int64_t N, int64_t heads_per_group,
-                ScanLayout lay) {
+                int64_t T, int64_t H, int64_t P, int64_t N, int64_t heads_per_group, Lay lay) {
     extern __shared__ float4 shared_floats4[];
     float *const sm = (float *)shared_floats4;
     const int L = lay.L, PT = lay.PT, NP = lay.NP, warp = threadIdx.x / 32;
@@ -373,17 +399,30 @@ static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
     return false;
 }
 
+template <class Mode, int VEC, class Lay>
+static void launch_with(float *y, float *state, int has_state, const float *x, const float *Bm,
+                        const float *Cm, int64_t ldx, const float *dt, const float *A,
+                        const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
+                        int64_t G, const Lay &lay) {
+    const int bytes = lay.floats() * (int)sizeof(float);
+    cudaFuncSetAttribute(ssd_scan_kernel<Mode, VEC, Lay>,
+                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    const dim3 grid((unsigned)((P + lay.PT - 1) / lay.PT), (unsigned)H, (unsigned)B);
+    ssd_scan_kernel<Mode, VEC, Lay><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
+        y, state, has_state, x, Bm, Cm, ldx, dt, A, D, T, H, P, N, H / G, lay);
+}
+
 template <class Mode, int VEC>
 static void launch_scan(float *y, float *state, int has_state, const float *x, const float *Bm,
                         const float *Cm, int64_t ldx, const float *dt, const float *A,
                         const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
                         int64_t G, const ScanLayout &lay) {
-    const int bytes = lay.floats() * (int)sizeof(float);
-    cudaFuncSetAttribute(ssd_scan_kernel<Mode, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         bytes);
-    const dim3 grid((unsigned)((P + lay.PT - 1) / lay.PT), (unsigned)H, (unsigned)B);
-    ssd_scan_kernel<Mode, VEC><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
-        y, state, has_state, x, Bm, Cm, ldx, dt, A, D, T, H, P, N, H / G, lay);
+    if (same_layout(lay, CommonLayout{}))
+        launch_with<Mode, VEC>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G,
+                               CommonLayout{});
+    else
+        launch_with<Mode, VEC>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G,
+                               lay);
 }
 
 template <class Mode>
