@@ -12,6 +12,17 @@ enum { GEMV_WARPS = 8 };
  * packed in registers until used, so that a warp can keep several loads in flight cheaply. */
 template <typename T> struct Pack { static constexpr int N = 16 / sizeof(T); };
 
+/* 16 bytes of weights, read once: they bypass L1, and each miss asks L2 for the whole 128-byte
+ * line, which the warp's next loads along the row need. On the H200 this takes the Codestral
+ * products from 2.5-3.8 to 3.2-4.0 TB/s (out_proj 26.8 -> 21.0 us, in_proj 43.1 -> 40.0 us). */
+__device__ __forceinline__ uint4 load_weights(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
 __device__ __forceinline__ float2 widen2(uint32_t v, __nv_bfloat16) {
     return __bfloat1622float2(*(const __nv_bfloat162 *)&v);
 }
@@ -53,14 +64,14 @@ gemv_kernel(float *out, const float *x, const T *W, m2c_tensor bias, int64_t K, 
     float acc = 0.0f;
     int64_t k = (int64_t)lane * N;
     for (int u = 0; u < UNROLL; u++)
-        if (k + u * STEP < K) wv[u] = __ldg((const uint4 *)(w + k + u * STEP));
+        if (k + u * STEP < K) wv[u] = load_weights(w + k + u * STEP);
     for (;;) {
         for (int u = 0; u < UNROLL; u++)
             if (k + u * STEP < K) acc += dot(wv[u], T{}, x, k + u * STEP);
         k += UNROLL * STEP;
         if (k >= K) break;
         for (int u = 0; u < UNROLL; u++)
-            if (k + u * STEP < K) wv[u] = __ldg((const uint4 *)(w + k + u * STEP));
+            if (k + u * STEP < K) wv[u] = load_weights(w + k + u * STEP);
     }
     acc = m2c_warp_sum(acc);
     if (lane == 0) out[o] = (accumulate ? out[o] : 0.0f) + acc + m2c_load_or_zero(bias, o);
