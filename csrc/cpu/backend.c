@@ -66,7 +66,10 @@ static m2c_status cpu_linear(float *out, int64_t ldo, const void *x, m2c_dtype x
     return m2c_linear(out, ldo, x, ldx, W, bias, R, K, O, accumulate);
 }
 
-static void cpu_ssd_decay(float *A, float *D, m2c_tensor A_log, m2c_tensor D_weight, int64_t H) {
+static void cpu_ssd_inputs(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
+                           m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight, int64_t R,
+                           int64_t H, float lo, float hi) {
+    m2c_dt_softplus(dt, raw, ldraw, dt_bias, R, H, lo, hi);
     for (int64_t h = 0; h < H; h++) {
         A[h] = -expf(m2c_load(A_log, h));
         D[h] = m2c_load(D_weight, h);
@@ -107,8 +110,7 @@ const m2c_backend m2c_cpu_backend = {
     .rmsnorm_gated = cpu_rmsnorm_gated,
     .linear = cpu_linear,
     .conv1d = m2c_conv1d,
-    .dt_softplus = m2c_dt_softplus,
-    .ssd_decay = cpu_ssd_decay,
+    .ssd_inputs = cpu_ssd_inputs,
     .ssd_chunked = cpu_ssd_chunked,
     .ssd_work_floats = m2c_ssd_work_floats,
     .ssd_step = m2c_ssd_step,

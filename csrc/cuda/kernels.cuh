@@ -27,11 +27,9 @@ void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, i
                      m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
                      int64_t C, int64_t K, int silu);
 
-void m2c_cuda_dt_softplus(float *dt, const float *raw, int64_t ldraw, m2c_tensor dt_bias,
-                          int64_t R, int64_t H, float lo, float hi);
-
-/* A[h] = -exp(A_log[h]), Dout[h] = D[h] in float32. */
-void m2c_cuda_ssd_decay(float *A, float *Dout, m2c_tensor A_log, m2c_tensor D, int64_t H);
+void m2c_cuda_ssd_inputs(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
+                         m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight, int64_t R,
+                         int64_t H, float lo, float hi);
 
 void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, const float *Bm,
                        const float *Cm, int64_t ldx, const float *dt, const float *A,

@@ -47,10 +47,12 @@ struct m2c_backend {
     void (*conv1d)(float *out, float *state, int has_state, const float *in, int64_t ldin,
                    m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
                    int64_t C, int64_t K, int silu);
-    void (*dt_softplus)(float *dt, const float *raw, int64_t ldraw, m2c_tensor dt_bias,
-                        int64_t R, int64_t H, float lo, float hi);
-    /* A[h] = -exp(A_log[h]) and D[h] in float32, for the SSD entries. */
-    void (*ssd_decay)(float *A, float *D, m2c_tensor A_log, m2c_tensor D_weight, int64_t H);
+    /* The SSD entries' per-head inputs, in float32: time steps dt[r, h] = clamp(softplus(
+     * raw[r, h] + dt_bias[h]), lo, hi) for R rows, decay rates A[h] = -exp(A_log[h]) and D[h].
+     * One entry, so that a decode step spends one launch on them. */
+    void (*ssd_inputs)(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
+                       m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight, int64_t R,
+                       int64_t H, float lo, float hi);
     /* `operands`: the model's weight type. For a 16-bit model a backend may run the in-chunk
      * products at reduced precision (CUDA: TF32 tensor cores); M2C_F32 asks for float32
      * accuracy. The CPU computes in float32 whatever it is given. */

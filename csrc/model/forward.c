@@ -211,8 +211,8 @@ static m2c_status run_block(const m2c_config *c, const m2c_backend *be,
     if ((st = interrupted(a)) != M2C_OK) return st;
     be->conv1d(ws->xbc, conv_state, has_state, ws->zxbcdt + I, proj, lw->conv1d, lw->conv1d_bias,
                mask, B, Tp, C, c->conv_kernel, 1);
-    be->dt_softplus(ws->dt, ws->zxbcdt + I + C, proj, lw->dt_bias, R, H, c->dt_min, c->dt_max);
-    be->ssd_decay(ws->A, ws->D, lw->A_log, lw->D, H);
+    be->ssd_inputs(ws->dt, ws->A, ws->D, ws->zxbcdt + I + C, proj, lw->dt_bias, lw->A_log, lw->D,
+                   R, H, c->dt_min, c->dt_max);
     if (Tp == 1) { /* decode: a single pass over the state, nothing chunked */
         be->ssd_step(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN, C,
                      ws->dt, ws->A, ws->D, B, H, c->head_dim, c->state_size, c->n_groups);

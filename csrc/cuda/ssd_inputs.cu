@@ -1,0 +1,26 @@
+/* The SSD's per-head inputs in one small launch: the time steps of R rows, and the decay rates
+ * and skip weights of the H heads, which the first H threads write as well. */
+#include "kernels.cuh"
+
+__global__ void ssd_inputs_kernel(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
+                                  m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight,
+                                  int64_t R, int64_t H, float lo, float hi) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < H) {
+        A[i] = -expf(m2c_load(A_log, i));
+        D[i] = m2c_load(D_weight, i);
+    }
+    if (i >= R * H) return;
+    const int64_t r = i / H, h = i % H;
+    float v = raw[r * ldraw + h] + m2c_load(dt_bias, h);
+    v = v > 20.0f ? v : log1pf(expf(v)); /* torch's softplus threshold */
+    dt[i] = fminf(fmaxf(v, lo), hi);
+}
+
+void m2c_cuda_ssd_inputs(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
+                         m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight, int64_t R,
+                         int64_t H, float lo, float hi) {
+    if (H == 0) return;
+    ssd_inputs_kernel<<<m2c_blocks(R * H, 256), 256, 0, m2c_cuda_stream()>>>(
+        dt, A, D, raw, ldraw, dt_bias, A_log, D_weight, R, H, lo, hi);
+}
