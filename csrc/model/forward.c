@@ -141,14 +141,34 @@ typedef struct {
     float *conv, *ssm;
     size_t conv_stride, ssm_stride; /* per layer; 0 when one scratch state serves all layers */
     int has_state;
-    float *owned; /* allocated for this call, when the caller gave no cache */
 } layer_states;
 
-static m2c_status states_init(layer_states *s, const m2c_backend *be, const m2c_config *c,
-                              const m2c_forward_args *a, int pieces) {
-    size_t conv = (size_t)(a->batch * (c->num_heads * c->head_dim + 2 * c->n_groups * c->state_size) *
-                           c->conv_kernel);
-    size_t ssm = (size_t)(a->batch * c->num_heads * c->head_dim * c->state_size);
+/* Floats of one layer's conv and SSM state. */
+static void state_floats(const m2c_config *c, int64_t batch, size_t *conv, size_t *ssm) {
+    *conv = (size_t)(batch * (c->num_heads * c->head_dim + 2 * c->n_groups * c->state_size) *
+                     c->conv_kernel);
+    *ssm = (size_t)(batch * c->num_heads * c->head_dim * c->state_size);
+}
+
+/* Bytes of state a call without a cache carries, in the arena after the workspace: a single
+ * piece needs only a zero-started SSM state, which every layer reuses; several pieces carry
+ * every layer's conv and SSM state from one piece to the next. SIZE_MAX when it overflows. */
+static size_t carried_bytes(const m2c_config *c, const m2c_forward_args *a, int pieces) {
+    if (a->conv_states) return 0;
+    size_t conv, ssm, floats;
+    state_floats(c, a->batch, &conv, &ssm);
+    const size_t layers = pieces > 1 ? (size_t)c->num_layers : 1;
+    if (__builtin_mul_overflow(layers, (pieces > 1 ? conv : 0) + ssm, &floats) ||
+        floats > SIZE_MAX / sizeof(float))
+        return SIZE_MAX;
+    return floats * sizeof(float);
+}
+
+/* `carried`: carried_bytes of room, used when the caller gave no cache. */
+static void states_init(layer_states *s, const m2c_config *c, const m2c_forward_args *a,
+                        int pieces, float *carried) {
+    size_t conv, ssm;
+    state_floats(c, a->batch, &conv, &ssm);
     memset(s, 0, sizeof *s);
     if (a->conv_states) {
         s->conv = a->conv_states;
@@ -156,23 +176,14 @@ static m2c_status states_init(layer_states *s, const m2c_backend *be, const m2c_
         s->conv_stride = conv;
         s->ssm_stride = ssm;
         s->has_state = a->has_state;
-        return M2C_OK;
+        return;
     }
-    /* No cache: a single piece needs only a zero-started SSM state per layer, reused; several
-     * pieces carry every layer's state from one piece to the next. */
-    size_t layers = pieces > 1 ? (size_t)c->num_layers : 1, floats;
-    if (__builtin_mul_overflow(layers, (pieces > 1 ? conv : 0) + ssm, &floats) ||
-        floats > SIZE_MAX / sizeof(float))
-        return m2c_fail(M2C_ERR_MEMORY, "the prompt's carried state does not fit in memory");
-    m2c_status st = be->alloc((void **)&s->owned, floats * sizeof(float), "the carried state");
-    if (st != M2C_OK) return backend_status(be, st);
-    s->ssm = s->owned;
+    s->ssm = carried;
     if (pieces > 1) {
         s->ssm_stride = ssm;
-        s->conv = s->owned + layers * ssm;
+        s->conv = carried + (size_t)c->num_layers * ssm;
         s->conv_stride = conv;
     }
-    return M2C_OK;
 }
 
 /* Copies rows [src_t0, src_t0 + n) of each batch row of src [B, src_T, row] to rows from dst_t0
@@ -323,27 +334,28 @@ size_t m2c_engine_workspace_bytes(const m2c_engine *e, int64_t batch, int64_t to
                               piece_tokens(&e->config, batch, tokens, prefill_tokens));
 }
 
-/* The call on an arena of at least m2c_engine_workspace_bytes. */
-static m2c_status forward_on(m2c_engine *e, const m2c_forward_args *a, int64_t piece, void *arena) {
+/* The call on a workspace of at least m2c_engine_workspace_bytes, and `carried` (see
+ * carried_bytes). */
+static m2c_status forward_on(m2c_engine *e, const m2c_forward_args *a, int64_t piece,
+                             void *workspace, float *carried) {
     const m2c_config *c = &e->config;
     const int pieces = (int)((a->tokens + piece - 1) / piece);
     layer_states states;
-    m2c_status st = states_init(&states, e->be, c, a, pieces);
-    if (st != M2C_OK) return st;
+    states_init(&states, c, a, pieces, carried);
     m2c_workspace ws;
-    m2c_workspace_carve(&ws, arena, c, e->be, a->batch, piece);
+    m2c_workspace_carve(&ws, workspace, c, e->be, a->batch, piece);
+    m2c_status st = M2C_OK;
     for (int64_t t0 = 0; t0 < a->tokens && st == M2C_OK; t0 += piece) {
         int64_t n = a->tokens - t0 < piece ? a->tokens - t0 : piece;
-        if (n < piece) m2c_workspace_carve(&ws, arena, c, e->be, a->batch, n);
+        if (n < piece) m2c_workspace_carve(&ws, workspace, c, e->be, a->batch, n);
         st = run_piece(e, a, &ws, &states, t0, n);
         if (states.conv) states.has_state = 1; /* later pieces continue from this one */
     }
     if (st == M2C_OK && a->loss)
         st = backend_status(e->be, e->be->cross_entropy(a->loss, a->logits, a->labels, a->batch,
                                                         a->tokens, c->vocab_size));
-    /* Wait for queued work before the state buffer goes and before the caller reads results. */
+    /* Wait for queued work before the arena is reused and before the caller reads results. */
     m2c_status done = backend_status(e->be, e->be->finish());
-    if (states.owned) e->be->release(states.owned);
     return st != M2C_OK ? st : done;
 }
 
@@ -361,9 +373,13 @@ m2c_status m2c_engine_forward(m2c_engine *e, const m2c_forward_args *a, int64_t 
     piece = piece_tokens(&e->config, a->batch, a->tokens, piece);
     size_t bytes = m2c_workspace_size(&e->config, e->be, a->batch, piece);
     if (bytes == 0) return m2c_fail(M2C_ERR_MEMORY, "the forward's workspace size overflows");
+    const int pieces = (int)((a->tokens + piece - 1) / piece);
+    const size_t carried = carried_bytes(&e->config, a, pieces);
+    if (carried > SIZE_MAX - bytes)
+        return m2c_fail(M2C_ERR_MEMORY, "the prompt's carried state does not fit in memory");
     m2c_arena *arena = NULL;
-    if ((st = arena_take(e, bytes, &arena)) != M2C_OK) return st;
-    st = forward_on(e, a, piece, arena->base);
+    if ((st = arena_take(e, bytes + carried, &arena)) != M2C_OK) return st;
+    st = forward_on(e, a, piece, arena->base, (float *)((char *)arena->base + bytes));
     arena_give_back(e, arena);
     return st;
 }
@@ -379,5 +395,5 @@ m2c_status m2c_engine_forward_in(m2c_engine *e, const m2c_forward_args *a, int64
                         workspace_bytes, bytes);
     if (!a->conv_states)
         return m2c_fail(M2C_ERR_VALUE, "a call on a given workspace needs a cache");
-    return forward_on(e, a, piece, workspace);
+    return forward_on(e, a, piece, workspace, NULL);
 }
