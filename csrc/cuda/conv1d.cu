@@ -6,7 +6,7 @@
  * by a second launch. */
 #include "kernels.cuh"
 
-enum { CONV_THREADS = 128, CONV_SEGMENT = 32, CONV_MAX_K = 16 };
+enum { CONV_THREADS = 128, CONV_SEGMENT = 64, CONV_AHEAD = 4, CONV_MAX_K = 16 };
 
 /* state[b, c, :] = the last K inputs (older ones from the previous state, or zeros); ascending
  * k reads only entries not yet rewritten. */
@@ -20,7 +20,9 @@ __device__ __forceinline__ void store_state(float *s, int has_state, const float
 
 /* Thread: VEC adjacent channels (16-byte loads and stores when VEC is 4). K is a template
  * argument so that the window and taps stay in registers (runtime indices would put them in
- * local memory); conv1d_launch instantiates 1..CONV_MAX_K. */
+ * local memory); conv1d_launch instantiates 1..CONV_MAX_K. The inputs of CONV_AHEAD steps are
+ * loaded before any of their outputs is computed, so that each thread has that many loads in
+ * flight (one at a time left the H200 at 60% of its bandwidth). */
 template <int K, int VEC>
 __global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_state,
                               const float *__restrict__ in, int64_t ldin, m2c_tensor w,
@@ -30,34 +32,42 @@ __global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_sta
     const int64_t b = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_SEGMENT;
     if (c0 >= C) return;
     float taps[K][VEC], b0[VEC];
-    m2c_floats<VEC> window[K]; /* window[k]: the inputs at time t - (K-1) + k */
+    /* window[k]: the input at time t - (K-1) + k for the step t the loop is at; the last
+     * CONV_AHEAD entries are the inputs of steps t .. t + CONV_AHEAD - 1 */
+    m2c_floats<VEC> window[K - 1 + CONV_AHEAD];
 #pragma unroll
     for (int k = 0; k < K; k++) {
         const int64_t src = t0 - (K - 1) + k;
-        if (src >= 0) window[k] = m2c_load_floats<VEC>(in + (b * T + src) * ldin + c0);
+        if (k < K - 1 && src >= 0)
+            window[k] = m2c_load_floats<VEC>(in + (b * T + src) * ldin + c0);
         for (int v = 0; v < VEC; v++) {
             taps[k][v] = m2c_load(w, (c0 + v) * K + k);
-            if (src < 0)
+            if (k < K - 1 && src < 0)
                 window[k].v[v] = has_state ? state[(b * C + c0 + v) * K + K + src] : 0.0f;
         }
     }
     for (int v = 0; v < VEC; v++) b0[v] = m2c_load_or_zero(bias, c0 + v);
     const int64_t t1 = t0 + CONV_SEGMENT < T ? t0 + CONV_SEGMENT : T;
-    for (int64_t t = t0; t < t1; t++) {
-        if (t > t0) {
+    for (int64_t t = t0; t < t1; t += CONV_AHEAD) {
 #pragma unroll
-            for (int k = 0; k < K - 1; k++) window[k] = window[k + 1];
-            window[K - 1] = m2c_load_floats<VEC>(in + (b * T + t) * ldin + c0);
-        }
-        const float scale = mask ? mask[b * T + t] : 1.0f;
-        m2c_floats<VEC> y;
-        for (int v = 0; v < VEC; v++) {
-            float acc = b0[v];
+        for (int u = 0; u < CONV_AHEAD; u++)
+            if (t + u < t1)
+                window[K - 1 + u] = m2c_load_floats<VEC>(in + (b * T + t + u) * ldin + c0);
 #pragma unroll
-            for (int k = 0; k < K; k++) acc += taps[k][v] * window[k].v[v];
-            y.v[v] = (silu ? m2c_silu(acc) : acc) * scale;
+        for (int u = 0; u < CONV_AHEAD; u++) {
+            if (t + u >= t1) break;
+            const float scale = mask ? mask[b * T + t + u] : 1.0f;
+            m2c_floats<VEC> y;
+            for (int v = 0; v < VEC; v++) {
+                float acc = b0[v];
+#pragma unroll
+                for (int k = 0; k < K; k++) acc += taps[k][v] * window[u + k].v[v];
+                y.v[v] = (silu ? m2c_silu(acc) : acc) * scale;
+            }
+            m2c_store_as(out + (b * T + t + u) * C + c0, y);
         }
-        m2c_store_as(out + (b * T + t) * C + c0, y);
+#pragma unroll
+        for (int k = 0; k < K - 1; k++) window[k] = window[CONV_AHEAD + k];
     }
     if (state && gridDim.y == 1)
         for (int v = 0; v < VEC; v++)
