@@ -16,6 +16,46 @@
  * whole forward can be captured into a CUDA graph. */
 extern "C" cudaStream_t m2c_cuda_stream(void);
 
+/* Whether the loaded binary of `kernel` was built for sm_90 or later (clusters, early launch). */
+template <class Kernel> static bool m2c_sm90_binary(Kernel kernel) {
+    cudaFuncAttributes attr;
+    const bool yes = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion >= 90;
+    cudaGetLastError();
+    return yes;
+}
+
+/* Programmatic dependent launch (sm_90 and later; no-ops before). A kernel launched with
+ * m2c_launch_early may start while the kernel before it still runs, once every block of that
+ * one has called m2c_let_next_start: it can stream work that does not depend on it (weights),
+ * and calls m2c_wait_for_previous, which returns when the previous kernel has finished and its
+ * writes are visible, before it reads anything that kernel wrote. A binary built for older
+ * devices has no such wait, and is launched in the usual order. */
+__device__ __forceinline__ void m2c_let_next_start() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+__device__ __forceinline__ void m2c_wait_for_previous() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+template <class... Params, class... Args>
+static void m2c_launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
+    cudaLaunchConfig_t config = {};
+    cudaLaunchAttribute early;
+    early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    early.val.programmaticStreamSerializationAllowed = 1;
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.stream = m2c_cuda_stream();
+    config.attrs = &early;
+    config.numAttrs = m2c_sm90_binary(kernel) ? 1 : 0;
+    cudaLaunchKernelEx(&config, kernel, (Params)args...);
+}
+
 /* Element i of a weight tensor in float32, whatever its storage type. */
 __device__ __forceinline__ float m2c_load(m2c_tensor t, int64_t i) {
     switch (t.dtype) {

@@ -65,6 +65,7 @@ gemv_kernel(float *out, const float *x, const T *W, m2c_tensor bias, int64_t K, 
     int64_t k = (int64_t)lane * N;
     for (int u = 0; u < UNROLL; u++)
         if (k + u * STEP < K) wv[u] = load_weights(w + k + u * STEP);
+    m2c_wait_for_previous(); /* x and out are the previous kernel's */
     for (;;) {
         for (int u = 0; u < UNROLL; u++)
             if (k + u * STEP < K) acc += dot(wv[u], T{}, x, k + u * STEP);
@@ -92,8 +93,9 @@ __global__ void gemv_scalar_kernel(float *out, const float *x, m2c_tensor W, m2c
 template <typename T>
 static void launch(float *out, const float *x, const void *W, m2c_tensor bias, int64_t K,
                    int64_t O, int accumulate) {
-    gemv_kernel<T><<<m2c_blocks(O, GEMV_WARPS), GEMV_WARPS * 32, 0, m2c_cuda_stream()>>>(
-        out, x, (const T *)W, bias, K, O, accumulate);
+    /* Early: the first weights stream in while the norm before it finishes. */
+    m2c_launch_early(gemv_kernel<T>, dim3(m2c_blocks(O, GEMV_WARPS)), dim3(GEMV_WARPS * 32), out,
+                     x, (const T *)W, bias, K, O, accumulate);
 }
 
 void m2c_cuda_gemv(float *out, const float *x, m2c_tensor W, m2c_tensor bias, int64_t K,

@@ -24,6 +24,7 @@ __global__ void __launch_bounds__(VEC == 4 ? NORM_VEC_THREADS : 1024)
 norm_rows_kernel(OutT *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
                  const float *row_scale, int64_t I, int64_t group_size, float eps) {
     __shared__ float scratch[32];
+    m2c_let_next_start(); /* a product reading this output may begin streaming its weights */
     const int64_t r = blockIdx.y, g0 = (int64_t)blockIdx.x * group_size;
     const float *yr = y + r * I + g0, *zr = GATED ? z + r * ldz + g0 : nullptr;
     OutT *outr = out + r * I + g0;
@@ -132,6 +133,7 @@ __global__ void rmsnorm_gated_cluster_kernel(OutT *out, const float *y, const fl
     __shared__ float scratch[32], partial;
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
+    m2c_let_next_start();
     const int64_t r = blockIdx.y, slice = group_size / SLICES, i0 = (int64_t)blockIdx.x * slice;
     float g[SLICE_KEPT], w[SLICE_KEPT], sum = 0.0f;
 #pragma unroll
@@ -159,15 +161,8 @@ __global__ void rmsnorm_gated_cluster_kernel(OutT *out, const float *y, const fl
 
 /* Whether the loaded binary of the cluster kernel was built for sm_90 or later. */
 static bool cluster_kernel_usable() {
-    static int usable = -1;
-    if (usable < 0) {
-        cudaFuncAttributes attr;
-        usable = cudaFuncGetAttributes(&attr, rmsnorm_gated_cluster_kernel<float>) ==
-                     cudaSuccess &&
-                 attr.binaryVersion >= 90;
-        cudaGetLastError();
-    }
-    return usable == 1;
+    static const bool usable = m2c_sm90_binary(rmsnorm_gated_cluster_kernel<float>);
+    return usable;
 }
 
 template <class OutT>
