@@ -19,7 +19,8 @@ extern "C" cudaStream_t m2c_cuda_stream(void);
 /* Whether the loaded binary of `kernel` was built for sm_90 or later (clusters, early launch). */
 template <class Kernel> static bool m2c_sm90_binary(Kernel kernel) {
     cudaFuncAttributes attr;
-    const bool yes = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion >= 90;
+    const bool yes =
+        cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion >= 90;
     cudaGetLastError();
     return yes;
 }
@@ -42,14 +43,21 @@ __device__ __forceinline__ void m2c_wait_for_previous() {
 #endif
 }
 
+/* The line holding p, fetched into L2 ahead of its use. */
+__device__ __forceinline__ void m2c_prefetch_l2(const void *p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 template <class... Params, class... Args>
-static void m2c_launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
+static void m2c_launch_early(void (*kernel)(Params...), dim3 grid, dim3 block,
+                             size_t shared_bytes, Args... args) {
     cudaLaunchConfig_t config = {};
     cudaLaunchAttribute early;
     early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     early.val.programmaticStreamSerializationAllowed = 1;
     config.gridDim = grid;
     config.blockDim = block;
+    config.dynamicSmemBytes = shared_bytes;
     config.stream = m2c_cuda_stream();
     config.attrs = &early;
     config.numAttrs = m2c_sm90_binary(kernel) ? 1 : 0;

@@ -94,8 +94,8 @@ template <typename T>
 static void launch(float *out, const float *x, const void *W, m2c_tensor bias, int64_t K,
                    int64_t O, int accumulate) {
     /* Early: the first weights stream in while the norm before it finishes. */
-    m2c_launch_early(gemv_kernel<T>, dim3(m2c_blocks(O, GEMV_WARPS)), dim3(GEMV_WARPS * 32), out,
-                     x, (const T *)W, bias, K, O, accumulate);
+    m2c_launch_early(gemv_kernel<T>, dim3(m2c_blocks(O, GEMV_WARPS)), dim3(GEMV_WARPS * 32), 0,
+                     out, x, (const T *)W, bias, K, O, accumulate);
 }
 
 void m2c_cuda_gemv(float *out, const float *x, m2c_tensor W, m2c_tensor bias, int64_t K,

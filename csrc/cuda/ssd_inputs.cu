@@ -5,6 +5,7 @@
 __global__ void ssd_inputs_kernel(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
                                   m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight,
                                   int64_t R, int64_t H, float lo, float hi) {
+    m2c_let_next_start(); /* the state update may begin fetching its state */
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < H) {
         A[i] = -expf(m2c_load(A_log, i));

@@ -2,7 +2,8 @@
  * STEP_ROWS rows p of its [P, N] state; a warp takes ROWS_PER_WARP rows, its lanes along n, and
  * issues the loads of all its rows before using any, so that each lane has several state loads
  * in flight: the step is bound by reading and writing the state once. y[p] = s[p, :] . C ends
- * each row with a warp reduction. */
+ * each row with a warp reduction. The kernel is launched early, fetching its state into L2
+ * while the time steps before it are computed. */
 #include "kernels.cuh"
 
 enum { STEP_WARPS = 8, ROWS_PER_WARP = 4, STEP_ROWS = STEP_WARPS * ROWS_PER_WARP };
@@ -15,15 +16,21 @@ ssd_step_kernel(float *y, float *state, int has_state, const float *x, const flo
     extern __shared__ float shared[]; /* B then C of the head's group, N each */
     float *Bs = shared, *Cs = shared + N;
     const int64_t b = blockIdx.y, h = blockIdx.x, g = h / heads_per_group;
+    const int lane = threadIdx.x & 31;
+    const int64_t p0 = (int64_t)blockIdx.z * STEP_ROWS + (threadIdx.x >> 5) * ROWS_PER_WARP;
+    float *s = state + (b * H + h) * P * N;
+    /* Launched early: the state, which no other kernel writes, is fetched into L2 while the
+     * time steps are computed; the inputs are read after waiting for them. */
+    for (int r = 0; has_state && r < ROWS_PER_WARP && p0 + r < P; r++)
+        for (int64_t n = (int64_t)lane * VEC; n < N; n += 32 * VEC)
+            m2c_prefetch_l2(s + (p0 + r) * N + n);
+    m2c_wait_for_previous();
     for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
         Bs[n] = Bm[b * ldx + g * N + n];
         Cs[n] = Cm[b * ldx + g * N + n];
     }
     __syncthreads();
     const float step = dt[b * H + h], decay = expf(step * A[h]);
-    const int lane = threadIdx.x & 31;
-    const int64_t p0 = (int64_t)blockIdx.z * STEP_ROWS + (threadIdx.x >> 5) * ROWS_PER_WARP;
-    float *s = state + (b * H + h) * P * N;
     const float *xh = x + b * ldx + h * P;
     float input[ROWS_PER_WARP], acc[ROWS_PER_WARP];
     for (int r = 0; r < ROWS_PER_WARP; r++) {
@@ -56,11 +63,7 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, co
     if (B * H == 0) return;
     const dim3 grid((unsigned)H, (unsigned)B, m2c_blocks(P, STEP_ROWS));
     const size_t shared = 2 * N * sizeof(float);
-    cudaStream_t s = m2c_cuda_stream();
-    if (m2c_rows_vec4(state, N))
-        ssd_step_kernel<4><<<grid, STEP_WARPS * 32, shared, s>>>(y, state, has_state, x, Bm, Cm,
-                                                                 ldx, dt, A, D, H, P, N, H / G);
-    else
-        ssd_step_kernel<1><<<grid, STEP_WARPS * 32, shared, s>>>(y, state, has_state, x, Bm, Cm,
-                                                                 ldx, dt, A, D, H, P, N, H / G);
+    const auto kernel = m2c_rows_vec4(state, N) ? ssd_step_kernel<4> : ssd_step_kernel<1>;
+    m2c_launch_early(kernel, grid, dim3(STEP_WARPS * 32), shared, y, state, has_state, x, Bm, Cm,
+                     ldx, dt, A, D, H, P, N, H / G);
 }
