@@ -13,8 +13,9 @@ enum { GEMV_WARPS = 8 };
 template <typename T> struct Pack { static constexpr int N = 16 / sizeof(T); };
 
 /* 16 bytes of weights, read once: they bypass L1, and each miss asks L2 for the whole 128-byte
- * line, which the warp's next loads along the row need. On the H200 this takes the Codestral
- * products from 2.5-3.8 to 3.2-4.0 TB/s (out_proj 26.8 -> 21.0 us, in_proj 43.1 -> 40.0 us). */
+ * line, which the warp's next loads along the row need. Timed alone on the H200 this took the
+ * Codestral products from 2.5-3.8 to 3.2-4.0 TB/s; between the small kernels of a decode step
+ * the gain is far smaller (benchmarks/RESULTS.md). */
 __device__ __forceinline__ uint4 load_weights(const void *p) {
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"

@@ -14,7 +14,7 @@ static int norm_threads(int64_t rows) { return rows < 128 ? 1024 : 256; }
  * its first KEPT x VEC values of g in registers between the two passes, all of their loads
  * issued before the sum waits on any; wider groups recompute the rest. The launch keeps no more
  * than the group needs: registers kept for nothing cost resident blocks, and so loads in flight
- * (a 1,024-wide group: 93 -> 42 us over 2,048 rows on the H200). With VEC = 4 a block has
+ * (a 1,024-wide group: 93 -> 47 us over 2,048 rows on the H200). With VEC = 4 a block has
  * NORM_VEC_THREADS threads (more would not have the registers) and keeps groups of up to 8,192
  * whole. */
 enum { NORM_MAX_KEPT = 8, NORM_VEC_THREADS = 256 };
