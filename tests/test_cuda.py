@@ -133,6 +133,7 @@ def test_pieces_match_one_call(rng, piece):
     whole = gpu(ids).logits.numpy()
     gpu.prefill_chunk = piece
     assert rel_err(gpu(ids).logits.numpy(), whole) <= 1e-4
+    assert rel_err(gpu(ids, use_cache=False).logits.numpy(), whole) <= 1e-4
 
 
 def test_state_too_wide_for_the_scan_is_a_value_error(rng):
