@@ -143,6 +143,11 @@ typedef struct {
     int has_state;
 } layer_states;
 
+/* Pieces of `piece` tokens the call's tokens make. */
+static int piece_count(const m2c_forward_args *a, int64_t piece) {
+    return (int)((a->tokens + piece - 1) / piece);
+}
+
 /* Floats of one layer's conv and SSM state. */
 static void state_floats(const m2c_config *c, int64_t batch, size_t *conv, size_t *ssm) {
     *conv = (size_t)(batch * (c->num_heads * c->head_dim + 2 * c->n_groups * c->state_size) *
@@ -339,7 +344,7 @@ size_t m2c_engine_workspace_bytes(const m2c_engine *e, int64_t batch, int64_t to
 static m2c_status forward_on(m2c_engine *e, const m2c_forward_args *a, int64_t piece,
                              void *workspace, float *carried) {
     const m2c_config *c = &e->config;
-    const int pieces = (int)((a->tokens + piece - 1) / piece);
+    const int pieces = piece_count(a, piece);
     layer_states states;
     states_init(&states, c, a, pieces, carried);
     m2c_workspace ws;
@@ -373,8 +378,7 @@ m2c_status m2c_engine_forward(m2c_engine *e, const m2c_forward_args *a, int64_t 
     piece = piece_tokens(&e->config, a->batch, a->tokens, piece);
     size_t bytes = m2c_workspace_size(&e->config, e->be, a->batch, piece);
     if (bytes == 0) return m2c_fail(M2C_ERR_MEMORY, "the forward's workspace size overflows");
-    const int pieces = (int)((a->tokens + piece - 1) / piece);
-    const size_t carried = carried_bytes(&e->config, a, pieces);
+    const size_t carried = carried_bytes(&e->config, a, piece_count(a, piece));
     if (carried > SIZE_MAX - bytes)
         return m2c_fail(M2C_ERR_MEMORY, "the prompt's carried state does not fit in memory");
     m2c_arena *arena = NULL;
