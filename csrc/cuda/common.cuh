@@ -27,10 +27,12 @@ template <class Kernel> static bool m2c_sm90_binary(Kernel kernel) {
 
 /* Programmatic dependent launch (sm_90 and later; no-ops before). A kernel launched with
  * m2c_launch_early may start while the kernel before it still runs, once every block of that
- * one has called m2c_let_next_start: it can stream work that does not depend on it (weights),
- * and calls m2c_wait_for_previous, which returns when the previous kernel has finished and its
- * writes are visible, before it reads anything that kernel wrote. A binary built for older
- * devices has no such wait, and is launched in the usual order. */
+ * one has called m2c_let_next_start (or finished). Before its wait it touches only weights and
+ * state no other kernel writes; m2c_wait_for_previous returns when the previous kernel has
+ * finished and its writes are visible. Every such kernel waits before it lets the next one
+ * start, so a kernel overlaps only the one just before it, and whatever came earlier has
+ * finished. A binary built for older devices has no such wait, and is launched in the usual
+ * order. */
 __device__ __forceinline__ void m2c_let_next_start() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
@@ -48,19 +50,28 @@ __device__ __forceinline__ void m2c_prefetch_l2(const void *p) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+/* `cluster`: blocks a cluster along x (1: no clusters). */
 template <class... Params, class... Args>
 static void m2c_launch_early(void (*kernel)(Params...), dim3 grid, dim3 block,
-                             size_t shared_bytes, Args... args) {
+                             size_t shared_bytes, unsigned cluster, Args... args) {
     cudaLaunchConfig_t config = {};
-    cudaLaunchAttribute early;
-    early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    early.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute attrs[2];
     config.gridDim = grid;
     config.blockDim = block;
     config.dynamicSmemBytes = shared_bytes;
     config.stream = m2c_cuda_stream();
-    config.attrs = &early;
-    config.numAttrs = m2c_sm90_binary(kernel) ? 1 : 0;
+    config.attrs = attrs;
+    if (cluster > 1) {
+        attrs[config.numAttrs].id = cudaLaunchAttributeClusterDimension;
+        attrs[config.numAttrs].val.clusterDim.x = cluster;
+        attrs[config.numAttrs].val.clusterDim.y = attrs[config.numAttrs].val.clusterDim.z = 1;
+        config.numAttrs++;
+    }
+    if (m2c_sm90_binary(kernel)) {
+        attrs[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attrs[config.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+        config.numAttrs++;
+    }
     cudaLaunchKernelEx(&config, kernel, (Params)args...);
 }
 

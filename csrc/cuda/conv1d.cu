@@ -3,7 +3,7 @@
  * channels where the rows allow them) and each walks a segment of time with the last K inputs in
  * registers; segments give a long prompt enough blocks to fill the GPU. The state is rewritten
  * once every segment has read it: by the same thread when there is one segment (decode), else
- * by a second launch. */
+ * by a second launch. Launched early: the taps are read while the product before finishes. */
 #include "kernels.cuh"
 
 enum { CONV_THREADS = 128, CONV_SEGMENT = 64, CONV_AHEAD = 4, CONV_MAX_K = 16 };
@@ -32,21 +32,23 @@ __global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_sta
     const int64_t b = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_SEGMENT;
     if (c0 >= C) return;
     float taps[K][VEC], b0[VEC];
+#pragma unroll
+    for (int k = 0; k < K; k++)
+        for (int v = 0; v < VEC; v++) taps[k][v] = m2c_load(w, (c0 + v) * K + k);
+    for (int v = 0; v < VEC; v++) b0[v] = m2c_load_or_zero(bias, c0 + v);
+    m2c_wait_for_previous(); /* the weights are in: now the inputs */
+    m2c_let_next_start();
     /* window[k]: the input at time t - (K-1) + k for the step t the loop is at; the last
      * CONV_AHEAD entries are the inputs of steps t .. t + CONV_AHEAD - 1 */
     m2c_floats<VEC> window[K - 1 + CONV_AHEAD];
 #pragma unroll
-    for (int k = 0; k < K; k++) {
+    for (int k = 0; k < K - 1; k++) {
         const int64_t src = t0 - (K - 1) + k;
-        if (k < K - 1 && src >= 0)
-            window[k] = m2c_load_floats<VEC>(in + (b * T + src) * ldin + c0);
-        for (int v = 0; v < VEC; v++) {
-            taps[k][v] = m2c_load(w, (c0 + v) * K + k);
-            if (k < K - 1 && src < 0)
+        if (src >= 0) window[k] = m2c_load_floats<VEC>(in + (b * T + src) * ldin + c0);
+        else
+            for (int v = 0; v < VEC; v++)
                 window[k].v[v] = has_state ? state[(b * C + c0 + v) * K + K + src] : 0.0f;
-        }
     }
-    for (int v = 0; v < VEC; v++) b0[v] = m2c_load_or_zero(bias, c0 + v);
     const int64_t t1 = t0 + CONV_SEGMENT < T ? t0 + CONV_SEGMENT : T;
     for (int64_t t = t0; t < t1; t += CONV_AHEAD) {
 #pragma unroll
@@ -79,8 +81,8 @@ static void conv1d_launch(int kernel_width, dim3 grid, float *out, float *state,
                           const float *in, int64_t ldin, m2c_tensor w, m2c_tensor bias,
                           const float *mask, int64_t T, int64_t C, int silu) {
     if (kernel_width == K)
-        conv1d_kernel<K, VEC><<<grid, CONV_THREADS, 0, m2c_cuda_stream()>>>(
-            out, state, has_state, in, ldin, w, bias, mask, T, C, silu);
+        m2c_launch_early(conv1d_kernel<K, VEC>, grid, dim3(CONV_THREADS), 0, 1, out, state,
+                         has_state, in, ldin, w, bias, mask, T, C, silu);
     else if constexpr (K < CONV_MAX_K)
         conv1d_launch<K + 1, VEC>(kernel_width, grid, out, state, has_state, in, ldin, w, bias,
                                   mask, T, C, silu);

@@ -75,6 +75,7 @@ gemv_kernel(float *out, const float *x, const T *W, m2c_tensor bias, int64_t K, 
         for (int u = 0; u < UNROLL; u++)
             if (k + u * STEP < K) wv[u] = load_weights(w + k + u * STEP);
     }
+    m2c_let_next_start(); /* this block's weights are read: the next kernel may be placed */
     acc = m2c_warp_sum(acc);
     if (lane == 0) out[o] = (accumulate ? out[o] : 0.0f) + acc + m2c_load_or_zero(bias, o);
 }
@@ -96,7 +97,7 @@ static void launch(float *out, const float *x, const void *W, m2c_tensor bias, i
                    int64_t O, int accumulate) {
     /* Early: the first weights stream in while the norm before it finishes. */
     m2c_launch_early(gemv_kernel<T>, dim3(m2c_blocks(O, GEMV_WARPS)), dim3(GEMV_WARPS * 32), 0,
-                     out, x, (const T *)W, bias, K, O, accumulate);
+                     1, out, x, (const T *)W, bias, K, O, accumulate);
 }
 
 void m2c_cuda_gemv(float *out, const float *x, m2c_tensor W, m2c_tensor bias, int64_t K,

@@ -1,7 +1,8 @@
 /* RMSNorm and the gated RMSNorm, one kernel: a block per row (or per row and norm group), a
  * block-wide sum of squares, then a second pass scaling the values kept in registers; at decode
  * a wide gated-norm group is split over a cluster of blocks instead. The output is float32, or
- * the 16-bit type a tensor-core product reads (OutT), rounded as it is stored. */
+ * the 16-bit type a tensor-core product reads (OutT), rounded as it is stored. Both are launched
+ * early; the cluster kernel reads its weights before waiting for its input. */
 #include <cooperative_groups.h>
 
 #include "kernels.cuh"
@@ -24,6 +25,7 @@ __global__ void __launch_bounds__(VEC == 4 ? NORM_VEC_THREADS : 1024)
 norm_rows_kernel(OutT *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
                  const float *row_scale, int64_t I, int64_t group_size, float eps) {
     __shared__ float scratch[32];
+    m2c_wait_for_previous();
     m2c_let_next_start(); /* a product reading this output may begin streaming its weights */
     const int64_t r = blockIdx.y, g0 = (int64_t)blockIdx.x * group_size;
     const float *yr = y + r * I + g0, *zr = GATED ? z + r * ldz + g0 : nullptr;
@@ -83,9 +85,9 @@ static void launch_kept(int threads, OutT *out, const float *y, const float *z, 
             return launch_kept<VEC, GATED, 2 * KEPT>(threads, out, y, z, ldz, weight, row_scale,
                                                       R, I, group_size, eps);
     }
-    norm_rows_kernel<VEC, KEPT, GATED>
-        <<<dim3((unsigned)(I / group_size), (unsigned)R), threads, 0, m2c_cuda_stream()>>>(
-            out, y, z, ldz, weight, row_scale, I, group_size, eps);
+    m2c_launch_early(norm_rows_kernel<VEC, KEPT, GATED, OutT>,
+                     dim3((unsigned)(I / group_size), (unsigned)R), dim3(threads), 0, 1, out, y, z,
+                     ldz, weight, row_scale, I, group_size, eps);
 }
 
 /* Rows of groups: 16-byte accesses where the rows allow them. */
@@ -133,15 +135,19 @@ __global__ void rmsnorm_gated_cluster_kernel(OutT *out, const float *y, const fl
     __shared__ float scratch[32], partial;
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
-    m2c_let_next_start();
     const int64_t r = blockIdx.y, slice = group_size / SLICES, i0 = (int64_t)blockIdx.x * slice;
     float g[SLICE_KEPT], w[SLICE_KEPT], sum = 0.0f;
 #pragma unroll
+    for (int j = 0; j < SLICE_KEPT; j++) { /* the weights, before the wait */
+        const int64_t i = i0 + threadIdx.x + (int64_t)j * SLICE_THREADS;
+        w[j] = i < i0 + slice ? m2c_load(weight, i) : 0.0f;
+    }
+    m2c_wait_for_previous();
+    m2c_let_next_start();
+#pragma unroll
     for (int j = 0; j < SLICE_KEPT; j++) { /* every load issued before the reduction waits */
         const int64_t i = i0 + threadIdx.x + (int64_t)j * SLICE_THREADS;
-        const bool in = i < i0 + slice;
-        g[j] = in ? y[r * I + i] * m2c_silu(z[r * ldz + i]) : 0.0f;
-        w[j] = in ? m2c_load(weight, i) : 0.0f;
+        g[j] = i < i0 + slice ? y[r * I + i] * m2c_silu(z[r * ldz + i]) : 0.0f;
         sum += g[j] * g[j];
     }
     sum = m2c_block_sum(sum, scratch);
@@ -168,21 +174,13 @@ static bool cluster_kernel_usable() {
 template <class OutT>
 static void rmsnorm_gated(OutT *out, const float *y, const float *z, int64_t ldz,
                           m2c_tensor weight, int64_t R, int64_t I, int64_t group_size, float eps) {
-    cudaStream_t s = m2c_cuda_stream();
     const int64_t blocks = R * (I / group_size);
     if (blocks < 32 && group_size % (SLICES * SLICE_THREADS) == 0 &&
         group_size <= (int64_t)SLICES * SLICE_THREADS * SLICE_KEPT && cluster_kernel_usable()) {
-        cudaLaunchConfig_t config = {};
-        cudaLaunchAttribute cluster;
-        cluster.id = cudaLaunchAttributeClusterDimension;
-        cluster.val.clusterDim.x = SLICES, cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
-        config.gridDim = dim3((unsigned)(I / group_size * SLICES), (unsigned)R);
-        config.blockDim = SLICE_THREADS;
-        config.stream = s;
-        config.attrs = &cluster;
-        config.numAttrs = 1;
-        cudaLaunchKernelEx(&config, rmsnorm_gated_cluster_kernel<OutT>, out, y, z, ldz, weight,
-                           I, group_size, eps);
+        m2c_launch_early(rmsnorm_gated_cluster_kernel<OutT>,
+                         dim3((unsigned)(I / group_size * SLICES), (unsigned)R),
+                         dim3(SLICE_THREADS), 0, SLICES, out, y, z, ldz, weight, I, group_size,
+                         eps);
         return;
     }
     norm_rows<true>(out, y, z, ldz, weight, nullptr, R, I, group_size, eps);

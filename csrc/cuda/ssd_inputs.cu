@@ -1,16 +1,18 @@
 /* The SSD's per-head inputs in one small launch: the time steps of R rows, and the decay rates
- * and skip weights of the H heads, which the first H threads write as well. */
+ * and skip weights of the H heads, which the first H threads write as well. Launched early:
+ * the decay rates and skip weights, from weights alone, are written while the conv finishes. */
 #include "kernels.cuh"
 
 __global__ void ssd_inputs_kernel(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
                                   m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight,
                                   int64_t R, int64_t H, float lo, float hi) {
-    m2c_let_next_start(); /* the state update may begin fetching its state */
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < H) {
+    if (i < H) { /* from weights only: before the wait */
         A[i] = -expf(m2c_load(A_log, i));
         D[i] = m2c_load(D_weight, i);
     }
+    m2c_wait_for_previous();
+    m2c_let_next_start(); /* the state update may begin fetching its state */
     if (i >= R * H) return;
     const int64_t r = i / H, h = i % H;
     float v = raw[r * ldraw + h] + m2c_load(dt_bias, h);
@@ -22,6 +24,6 @@ void m2c_cuda_ssd_inputs(float *dt, float *A, float *D, const float *raw, int64_
                          m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight, int64_t R,
                          int64_t H, float lo, float hi) {
     if (H == 0) return;
-    ssd_inputs_kernel<<<m2c_blocks(R * H, 256), 256, 0, m2c_cuda_stream()>>>(
-        dt, A, D, raw, ldraw, dt_bias, A_log, D_weight, R, H, lo, hi);
+    m2c_launch_early(ssd_inputs_kernel, dim3(m2c_blocks(R * H, 256)), dim3(256), 0, 1, dt, A, D,
+                     raw, ldraw, dt_bias, A_log, D_weight, R, H, lo, hi);
 }

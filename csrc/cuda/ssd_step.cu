@@ -51,6 +51,7 @@ ssd_step_kernel(float *y, float *state, int has_state, const float *x, const flo
             m2c_store_as(s + (p0 + r) * N + n, v[r]);
         }
     }
+    m2c_let_next_start();
     for (int r = 0; r < ROWS_PER_WARP; r++) {
         const float sum = m2c_warp_sum(acc[r]);
         if (lane == 0 && p0 + r < P) y[(b * H + h) * P + p0 + r] = sum + D[h] * xh[p0 + r];
@@ -64,6 +65,6 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, co
     const dim3 grid((unsigned)H, (unsigned)B, m2c_blocks(P, STEP_ROWS));
     const size_t shared = 2 * N * sizeof(float);
     const auto kernel = m2c_rows_vec4(state, N) ? ssd_step_kernel<4> : ssd_step_kernel<1>;
-    m2c_launch_early(kernel, grid, dim3(STEP_WARPS * 32), shared, y, state, has_state, x, Bm, Cm,
-                     ldx, dt, A, D, H, P, N, H / G);
+    m2c_launch_early(kernel, grid, dim3(STEP_WARPS * 32), shared, 1, y, state, has_state, x, Bm,
+                     Cm, ldx, dt, A, D, H, P, N, H / G);
 }
