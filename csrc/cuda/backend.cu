@@ -132,21 +132,21 @@ static m2c_status cuda_linear(float *out, int64_t ldo, const void *x, m2c_dtype 
     return st;
 }
 
-/* The scan picks its own chunk length and needs no work memory: Q and work go unused. */
+/* The scan picks its own chunk length: Q goes unused. */
 static m2c_status cuda_ssd_chunked(float *y, float *state, int has_state, const float *x,
                                    const float *Bm, const float *Cm, int64_t ldx, const float *dt,
                                    const float *A, const float *D, int64_t B, int64_t T,
                                    int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q,
                                    m2c_dtype operands, float *work) {
-    (void)Q, (void)work;
+    (void)Q;
     return m2c_cuda_ssd_chunked(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G,
-                                operands);
+                                operands, work);
 }
 
 static size_t cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
                                    int64_t G, int64_t Q) {
-    (void)B, (void)T, (void)H, (void)P, (void)N, (void)G, (void)Q;
-    return 0;
+    (void)H, (void)P, (void)N, (void)Q;
+    return m2c_cuda_ssd_work_floats(B, T, G);
 }
 
 static m2c_status cuda_cross_entropy(float *loss, const float *logits, const int64_t *labels,

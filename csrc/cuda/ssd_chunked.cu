@@ -1,13 +1,15 @@
-/* Chunked SSD scan. One block per (batch row, head, slice of the head's channels) walks its
- * sequence chunk by chunk, L tokens at a time, keeping the slice of the state in shared memory.
- * For each chunk, with cs the running sum of dt*A inside it:
+/* Chunked SSD scan, in two kernels. With cs the running sum of dt*A inside a chunk:
  *   M[q, s] = (C_q . B_s) exp(cs_q - cs_s) dt_s       for s <= q, else 0
  *   y[q, p] = sum_s M[q, s] x_s[p] + exp(cs_q) sum_n C_q[n] S[p, n] + D x_q[p]
  *   S[p, n] <- exp(cs_last) S[p, n] + sum_s exp(cs_last - cs_s) dt_s x_s[p] B_s[n]
- * Three small matrix products a chunk, all on operands already in shared memory, while the next
- * chunk's x, B and dt are copied in behind them (cp.async), and its C once this chunk's outputs
- * are done. The state never leaves the block until
- * the last chunk, so the scan reads its inputs once and writes y and the final state once.
+ * The products C_q . B_s do not depend on the head, only on its group, and not on the state:
+ * the first kernel computes them for every chunk and group at once (an L x L block each, in the
+ * work memory). The second is the walk: one block per (batch row, head, slice of the head's
+ * channels) goes through its sequence chunk by chunk, L tokens at a time, keeping the slice of
+ * the state in shared memory. Two small matrix products a chunk, on operands already in shared
+ * memory, while the next chunk's x, B, dt and C B^T are copied in behind them (cp.async), and
+ * its C once this chunk's outputs are done. The state never leaves the block until the last
+ * chunk, so the walk reads its inputs once and writes y and the final state once.
  * Decays are exponentiated only for s <= q (differences of a decreasing sum, never > 0), so no
  * inf * 0 appears. The chunk length is the scan's own (what fits in shared memory): it changes
  * only the rounding, not the result. */
@@ -18,23 +20,28 @@
  * 64-channel slices, each product of a chunk has one output tile a warp. */
 enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
 
-/* A block's shared memory, in floats. L tokens a chunk, PT channels, NP state columns (each a
- * multiple of 32: the warps' output tiles cover them exactly; the padding is zero).
- * `stages` copies of the per-chunk x, B and dt, so the next chunk's arrive while this one is
- * used; C, the masked products M and the state S once. Row strides: rows that ldmatrix reads
- * (C, M, S) are an odd number of 16-byte units apart, rows read a column at a time (x, B) 8
- * floats past a multiple of 32, so that each fragment load hits 32 different banks (B read by
- * ldmatrix, in C B^T, takes two passes). */
+/* A walking block's shared memory, in floats. L tokens a chunk, PT channels, NP state columns
+ * (each a multiple of 32: the warps' output tiles cover them exactly; the padding is zero).
+ * `stages` copies of the per-chunk x, B, C B^T (made into M in place) and dt, so the next
+ * chunk's arrive while this one is used; C and the state S once; each warp's own copy of the
+ * running sums, and the decays. Row strides: rows that ldmatrix reads (C, M, S) are an odd
+ * number of 16-byte units apart, rows read a column at a time (x, B) 8 floats past a multiple
+ * of 32, so that each fragment load hits 32 different banks (B read by ldmatrix, in C B^T,
+ * takes two passes). */
 template <class Dims> struct Layout : Dims {
     __host__ __device__ int x_ld() const { return this->PT + 8; }
     __host__ __device__ int b_ld() const { return this->NP + 8; }
     __host__ __device__ int c_ld() const { return this->NP + 4; } /* C and S */
     __host__ __device__ int m_ld() const { return this->L + 4; }
-    __host__ __device__ int stage_floats() const { return this->L * (x_ld() + b_ld() + 1); }
-    __host__ __device__ int floats() const {
-        return this->stages * stage_floats() + this->L * c_ld() + this->L * m_ld() +
-               this->PT * c_ld() + 3 * this->L;
+    __host__ __device__ int stage_floats() const {
+        return this->L * (x_ld() + b_ld() + m_ld() + 1);
     }
+    __host__ __device__ int floats() const {
+        return this->stages * stage_floats() + this->L * c_ld() + this->PT * c_ld() +
+               (SCAN_WARPS + 2) * this->L;
+    }
+    /* the products kernel's: one chunk's C and B */
+    __host__ __device__ int product_floats() const { return this->L * (c_ld() + b_ld()); }
 };
 
 /* The sizes as run-time values, chosen for the device and the model ... */
@@ -227,10 +234,9 @@ __device__ __forceinline__ void each_element(float (&acc)[J][4], int r0, int c0,
               c0 + (8 * j + 2 * (threadIdx.x % 4) + i % 2));
 }
 
-/* Warp 0: the chunk's running sum cs of dt*A, the end-state weights w_s = exp(cs_last - cs_s)
- * dt_s and the output decays e_q = exp(cs_q). dt is zero past the sequence's end, so cs_last is
- * cs[L - 1] and those tokens weigh nothing. */
-__device__ void chunk_decays(float *cs, float *w, float *e, const float *dt, float A, int L) {
+/* A warp's running sums cs of dt*A over the chunk; returns the last, cs_last. dt is zero past
+ * the sequence's end, so those tokens weigh nothing. */
+__device__ float running_sums(float *cs, const float *dt, float A, int L) {
     const int lane = threadIdx.x % 32;
     float carried = 0.0f;
     for (int s0 = 0; s0 < L; s0 += 32) {
@@ -243,8 +249,15 @@ __device__ void chunk_decays(float *cs, float *w, float *e, const float *dt, flo
         carried += __shfl_sync(0xffffffffu, v, 31);
     }
     __syncwarp();
-    for (int s = lane; s < L; s += 32) {
-        w[s] = expf(carried - cs[s]) * dt[s];
+    return carried;
+}
+
+/* A warp: the end-state weights w_s = exp(cs_last - cs_s) dt_s and the output decays
+ * e_q = exp(cs_q). */
+__device__ void chunk_decays(float *w, float *e, const float *cs, float cs_last, const float *dt,
+                             int L) {
+    for (int s = threadIdx.x % 32; s < L; s += 32) {
+        w[s] = expf(cs_last - cs[s]) * dt[s];
         e[s] = expf(cs[s]);
     }
 }
@@ -259,34 +272,76 @@ __device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int 
         }
 }
 
-/* Block (channel slice, head, batch row). x, Bm and Cm: rows of ldx floats, one a token. */
+/* The products kernel. Block (chunk, group, batch row): C B^T of the chunk's L tokens into its
+ * L x L block of `cb` (rows of L floats), rounded as the walk would round them. The 16 x 16
+ * tiles above the diagonal, which the walk masks out, are written as zeros. */
+template <class Mode, int VEC, class Lay>
+__global__ void __launch_bounds__(SCAN_THREADS)
+chunk_products_kernel(float *cb, const float *Bm, const float *Cm, int64_t ldx, int64_t T,
+                      int64_t N, Lay lay) {
+    extern __shared__ float4 shared_floats4[];
+    const int L = lay.L, warp = threadIdx.x / 32;
+    float *const Cs = (float *)shared_floats4, *const Bs = Cs + L * lay.c_ld();
+    const int64_t c = blockIdx.x, g = blockIdx.y, b = blockIdx.z, t0 = c * L;
+    const int len = (int)(T - t0 < L ? T - t0 : L);
+    const int64_t from = (b * T + t0) * ldx + g * N;
+    load_tile<VEC>(Cs, lay.c_ld(), Cm + from, ldx, L, len, lay.NP, (int)N);
+    load_tile<VEC>(Bs, lay.b_ld(), Bm + from, ldx, L, len, lay.NP, (int)N);
+    copies_commit();
+    copies_wait(0);
+    __syncthreads();
+    if constexpr (Mode::rounds_staged) {
+        round_rows(Bs, lay.b_ld(), L, lay.NP);
+        round_rows(Cs, lay.c_ld(), L, lay.NP);
+        __syncthreads();
+    }
+    float *const out = cb + ((b * gridDim.x + c) * gridDim.y + g) * L * L;
+    for (int tile = warp; tile < L / 16 * (L / 16); tile += SCAN_WARPS) {
+        const int mr = tile / (L / 16) * 16, mc = tile % (L / 16) * 16;
+        float acc[2][4] = {};
+        if (mc <= mr)
+            warp_product<Mode, 2, true, true>(acc, lay.NP, ARows{Cs + mr * lay.c_ld(), lay.c_ld()},
+                                              BColumns<2>{Bs + mc * lay.b_ld(), lay.b_ld()});
+        each_element(acc, mr, mc, [&](float v, int q, int s) { out[q * L + s] = v; });
+    }
+}
+
+/* The walk. Block (channel slice, head, batch row). x, Bm and Cm: rows of ldx floats, one a
+ * token; cb: the products kernel's output. */
 /* The layouts are sized for one block a multiprocessor, and the bounds say so: without the 1,
  * ptxas may cap the registers for two blocks and spill. */
 template <class Mode, int VEC, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS, 1)
 ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const float *Bm,
-                const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
-                int64_t T, int64_t H, int64_t P, int64_t N, int64_t heads_per_group, Lay lay) {
+                const float *Cm, int64_t ldx, const float *cb, const float *dt, const float *A,
+                const float *D, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, Lay lay) {
     extern __shared__ float4 shared_floats4[];
     float *const sm = (float *)shared_floats4;
     const int L = lay.L, PT = lay.PT, NP = lay.NP, warp = threadIdx.x / 32;
-    const int64_t b = blockIdx.z, h = blockIdx.y, g = h / heads_per_group, p0 = blockIdx.x * PT;
+    const int64_t b = blockIdx.z, h = blockIdx.y, g = h / (H / G), p0 = blockIdx.x * PT;
     const int pw = (int)(P - p0 < PT ? P - p0 : PT); /* the slice's channels */
-    float *const Cs = sm + lay.stages * lay.stage_floats(), *const M = Cs + L * lay.c_ld();
-    float *const S = M + L * lay.m_ld(), *const cs = S + PT * lay.c_ld(), *const w = cs + L,
+    float *const Cs = sm + lay.stages * lay.stage_floats(), *const S = Cs + L * lay.c_ld();
+    float *const cs = S + PT * lay.c_ld() + warp * L, *const w = S + PT * lay.c_ld() +
+                                                                  SCAN_WARPS * L,
                  *const e = w + L;
     const float *const xb = x + b * T * ldx + h * P + p0, *const Bb = Bm + b * T * ldx + g * N,
                        *const Cb = Cm + b * T * ldx + g * N, *const dtb = dt + b * T * H + h;
     float *const stateb = state + ((b * H + h) * P + p0) * N;
     const int64_t chunks = (T + L - 1) / L;
+    const float *const cbb = cb + (b * chunks * G + g) * L * L;
 
+    /* a stage: x, B, C B^T (then M) and dt of one chunk */
     auto stage = [&](int64_t c) { return sm + c % lay.stages * lay.stage_floats(); };
-    auto load_x_b_dt = [&](int64_t c) {
+    auto stage_B = [&](float *xs) { return xs + L * lay.x_ld(); };
+    auto stage_M = [&](float *xs) { return stage_B(xs) + L * lay.b_ld(); };
+    auto stage_dt = [&](float *xs) { return stage_M(xs) + L * lay.m_ld(); };
+    auto load_stage = [&](int64_t c) {
         const int64_t t0 = c * L;
         const int len = (int)(T - t0 < L ? T - t0 : L);
-        float *xs = stage(c), *Bs = xs + L * lay.x_ld(), *dts = Bs + L * lay.b_ld();
+        float *xs = stage(c), *dts = stage_dt(xs);
         load_tile<VEC>(xs, lay.x_ld(), xb + t0 * ldx, ldx, L, len, PT, pw);
-        load_tile<VEC>(Bs, lay.b_ld(), Bb + t0 * ldx, ldx, L, len, NP, (int)N);
+        load_tile<VEC>(stage_B(xs), lay.b_ld(), Bb + t0 * ldx, ldx, L, len, NP, (int)N);
+        load_tile<4>(stage_M(xs), lay.m_ld(), cbb + c * G * L * L, L, L, L, L, L);
         for (int s = threadIdx.x; s < L; s += SCAN_THREADS)
             copy_async<4>(dts + s, s < len ? dtb + (t0 + s) * H : dtb, s < len);
     };
@@ -301,39 +356,43 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
         S[p * lay.c_ld() + n] = has_state && p < pw && n < N ? stateb[p * N + n] : 0.0f;
     }
     load_c(0);
-    if (lay.stages == 2) load_x_b_dt(0);
+    if (lay.stages == 2) load_stage(0);
     copies_commit();
 
     const float a_h = A[h], d_h = D[h];
     const int m_tiles = L / 16 * (L / 16), y_tiles = L / 16 * (PT / 16);
     for (int64_t c = 0; c < chunks; c++) {
-        /* two stages: the next chunk's x, B and dt now; one: this chunk's, waited for at once */
-        if (lay.stages == 1) load_x_b_dt(c);
-        else if (c + 1 < chunks) load_x_b_dt(c + 1);
+        /* two stages: the next chunk's now; one: this chunk's, waited for at once */
+        if (lay.stages == 1) load_stage(c);
+        else if (c + 1 < chunks) load_stage(c + 1);
         copies_commit();
         copies_wait(lay.stages - 1);
         __syncthreads();
         const int64_t t0 = c * L;
         const int len = (int)(T - t0 < L ? T - t0 : L);
-        float *const xs = stage(c), *const Bs = xs + L * lay.x_ld();
-        float *const dts = Bs + L * lay.b_ld();
-        if (warp == 0) chunk_decays(cs, w, e, dts, a_h, L);
+        float *const xs = stage(c), *const Bs = stage_B(xs), *const M = stage_M(xs);
+        float *const dts = stage_dt(xs);
+        /* every warp sums the decays itself: cheaper than a barrier before M */
+        const float cs_last = running_sums(cs, dts, a_h, L);
+        if (warp == 0) chunk_decays(w, e, cs, cs_last, dts, L);
+        /* M from C B^T in place, masked and decayed: 16 x 16 tiles, at most one a warp, four
+         * floats a lane at a time */
+        for (int tile = warp; tile < m_tiles; tile += SCAN_WARPS) {
+            const int mr = tile / (L / 16) * 16, mc = tile % (L / 16) * 16;
+            for (int i = threadIdx.x % 32; i < 64; i += 32) {
+                const int q = mr + i / 4, s0 = mc + i % 4 * 4;
+                float4 *const p = (float4 *)(M + q * lay.m_ld() + s0);
+                float v[4] = {p->x, p->y, p->z, p->w};
+                for (int k = 0; k < 4; k++) {
+                    const int s = s0 + k;
+                    v[k] = Mode::stage(s <= q ? v[k] * Mode::exp(cs[q] - cs[s]) * dts[s] : 0.0f);
+                }
+                *p = make_float4(v[0], v[1], v[2], v[3]);
+            }
+        }
         if constexpr (Mode::rounds_staged) {
             round_rows(Bs, lay.b_ld(), L, NP);
             round_rows(Cs, lay.c_ld(), L, NP);
-        }
-        __syncthreads();
-
-        /* M = C B^T, masked and decayed: an L x L output in 16 x 16 tiles, at most one a warp */
-        if (warp < m_tiles) {
-            const int mr = warp / (L / 16) * 16, mc = warp % (L / 16) * 16;
-            float acc[2][4] = {};
-            warp_product<Mode, 2, true, true>(acc, NP, ARows{Cs + mr * lay.c_ld(), lay.c_ld()},
-                                              BColumns<2>{Bs + mc * lay.b_ld(), lay.b_ld()});
-            each_element(acc, mr, mc, [&](float v, int q, int s) {
-                M[q * lay.m_ld() + s] =
-                    Mode::stage(s <= q ? v * Mode::exp(cs[q] - cs[s]) * dts[s] : 0.0f);
-            });
         }
         __syncthreads();
 
@@ -357,7 +416,7 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
 
         /* S = exp(cs_last) S + (w x)^T B: a PT x NP output in 16 x 32 tiles shared out over the
          * warps */
-        const float decay = expf(cs[L - 1]);
+        const float decay = expf(cs_last);
         for (int tile = warp; tile < PT / 16 * (NP / 32); tile += SCAN_WARPS) {
             const int sr = tile / (NP / 32) * 16, sc = tile % (NP / 32) * 32;
             float upd[4][4];
@@ -384,13 +443,19 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
 
 static int round_up(int64_t v, int m) { return (int)((v + m - 1) / m * m); }
 
+/* The chunk lengths the walk may take: the longest that fits, so the work memory is sized for
+ * the first. */
+enum { LONG_CHUNK = 64, SHORT_CHUNK = 32 };
+
 /* The largest layout that fits the device's shared memory (`limit` bytes a block): long chunks
  * first (fewer steps in the sequential walk), then narrower channel slices, then a single
  * stage of copies. */
 static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
     const int NP = round_up(N, 32), PT = P > 32 ? 64 : 32;
-    const ScanLayout options[] = {
-        {64, PT, NP, 2}, {64, 32, NP, 2}, {32, 32, NP, 2}, {32, 32, NP, 1}};
+    const ScanLayout options[] = {{LONG_CHUNK, PT, NP, 2},
+                                  {LONG_CHUNK, 32, NP, 2},
+                                  {SHORT_CHUNK, 32, NP, 2},
+                                  {SHORT_CHUNK, 32, NP, 1}};
     for (const ScanLayout &lay : options)
         if ((size_t)lay.floats() * sizeof(float) <= (size_t)limit) {
             *out = lay;
@@ -399,49 +464,57 @@ static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
     return false;
 }
 
-template <class Mode, int VEC, class Lay>
-static void launch_with(float *y, float *state, int has_state, const float *x, const float *Bm,
-                        const float *Cm, int64_t ldx, const float *dt, const float *A,
-                        const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
-                        int64_t G, const Lay &lay) {
+/* chunks x L^2 floats a group and batch row: at most what long chunks take */
+size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t G) {
+    return (size_t)(B * G * ((T + LONG_CHUNK - 1) / LONG_CHUNK)) * LONG_CHUNK * LONG_CHUNK;
+}
+
+/* A scan's operands, as m2c_cuda_ssd_chunked receives them. */
+struct ScanArgs {
+    float *y, *state;
+    int has_state;
+    const float *x, *Bm, *Cm;
+    int64_t ldx;
+    const float *dt, *A, *D;
+    int64_t B, T, H, P, N, G;
+    float *work;
+};
+
+template <class Mode, int VEC, class Lay> static void launch_with(const ScanArgs &a, const Lay &lay) {
+    const unsigned chunks = (unsigned)((a.T + lay.L - 1) / lay.L);
+    const int product_bytes = lay.product_floats() * (int)sizeof(float);
+    cudaFuncSetAttribute(chunk_products_kernel<Mode, VEC, Lay>,
+                         cudaFuncAttributeMaxDynamicSharedMemorySize, product_bytes);
+    chunk_products_kernel<Mode, VEC, Lay>
+        <<<dim3(chunks, (unsigned)a.G, (unsigned)a.B), SCAN_THREADS, product_bytes,
+           m2c_cuda_stream()>>>(a.work, a.Bm, a.Cm, a.ldx, a.T, a.N, lay);
+
     const int bytes = lay.floats() * (int)sizeof(float);
     cudaFuncSetAttribute(ssd_scan_kernel<Mode, VEC, Lay>,
                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    const dim3 grid((unsigned)((P + lay.PT - 1) / lay.PT), (unsigned)H, (unsigned)B);
+    const dim3 grid((unsigned)((a.P + lay.PT - 1) / lay.PT), (unsigned)a.H, (unsigned)a.B);
     ssd_scan_kernel<Mode, VEC, Lay><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
-        y, state, has_state, x, Bm, Cm, ldx, dt, A, D, T, H, P, N, H / G, lay);
+        a.y, a.state, a.has_state, a.x, a.Bm, a.Cm, a.ldx, a.work, a.dt, a.A, a.D, a.T, a.H, a.P,
+        a.N, a.G, lay);
 }
 
-template <class Mode, int VEC>
-static void launch_scan(float *y, float *state, int has_state, const float *x, const float *Bm,
-                        const float *Cm, int64_t ldx, const float *dt, const float *A,
-                        const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
-                        int64_t G, const ScanLayout &lay) {
-    if (same_layout(lay, CommonLayout{}))
-        launch_with<Mode, VEC>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G,
-                               CommonLayout{});
-    else
-        launch_with<Mode, VEC>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G,
-                               lay);
+template <class Mode, int VEC> static void launch_scan(const ScanArgs &a, const ScanLayout &lay) {
+    if (same_layout(lay, CommonLayout{})) launch_with<Mode, VEC>(a, CommonLayout{});
+    else launch_with<Mode, VEC>(a, lay);
 }
 
-template <class Mode>
-static void scan_with(float *y, float *state, int has_state, const float *x, const float *Bm,
-                      const float *Cm, int64_t ldx, const float *dt, const float *A,
-                      const float *D, int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
-                      int64_t G, const ScanLayout &lay) {
-    const bool vec4 = P % 4 == 0 && N % 4 == 0 && m2c_rows_vec4(x, ldx) &&
-                      m2c_rows_vec4(Bm, ldx) && m2c_rows_vec4(Cm, ldx);
-    if (vec4)
-        launch_scan<Mode, 4>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, lay);
-    else
-        launch_scan<Mode, 1>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, lay);
+template <class Mode> static void scan_with(const ScanArgs &a, const ScanLayout &lay) {
+    const bool vec4 = a.P % 4 == 0 && a.N % 4 == 0 && m2c_rows_vec4(a.x, a.ldx) &&
+                      m2c_rows_vec4(a.Bm, a.ldx) && m2c_rows_vec4(a.Cm, a.ldx);
+    if (vec4) launch_scan<Mode, 4>(a, lay);
+    else launch_scan<Mode, 1>(a, lay);
 }
 
 m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const float *x,
                                 const float *Bm, const float *Cm, int64_t ldx, const float *dt,
                                 const float *A, const float *D, int64_t B, int64_t T, int64_t H,
-                                int64_t P, int64_t N, int64_t G, m2c_dtype operands) {
+                                int64_t P, int64_t N, int64_t G, m2c_dtype operands,
+                                float *work) {
     if (B * T * H == 0) return M2C_OK;
     int device = 0, limit = 0;
     cudaGetDevice(&device);
@@ -451,9 +524,8 @@ m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const flo
         return m2c_fail(M2C_ERR_VALUE, "state_size %lld is too large for the CUDA scan on this "
                         "GPU: its state does not fit in %d bytes of shared memory a block",
                         (long long)N, limit);
-    if (operands == M2C_F32)
-        scan_with<Exact>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, lay);
-    else
-        scan_with<Tf32>(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, lay);
+    const ScanArgs args = {y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, work};
+    if (operands == M2C_F32) scan_with<Exact>(args, lay);
+    else scan_with<Tf32>(args, lay);
     return M2C_OK;
 }
