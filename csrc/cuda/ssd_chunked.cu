@@ -23,8 +23,9 @@ enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
 /* A walking block's shared memory, in floats. L tokens a chunk, PT channels, NP state columns
  * (each a multiple of 32: the warps' output tiles cover them exactly; the padding is zero).
  * `stages` copies of the per-chunk x, B, C B^T (made into M in place) and dt, so the next
- * chunk's arrive while this one is used; C and the state S once; each warp's own copy of the
- * running sums, and the decays. Row strides: rows that ldmatrix reads (C, M, S) are an odd
+ * chunk's arrive while this one is used; C and the state S once (S as the products read it:
+ * the state itself stays in the warps' registers); each warp's own copy of the running sums,
+ * and the decays. Row strides: rows that ldmatrix reads (C, M, S) are an odd
  * number of 16-byte units apart, rows read a column at a time (x, B) 8 floats past a multiple
  * of 32, so that each fragment load hits 32 different banks (B read by ldmatrix, in C B^T,
  * takes two passes). */
@@ -40,6 +41,8 @@ template <class Dims> struct Layout : Dims {
         return this->stages * stage_floats() + this->L * c_ld() + this->PT * c_ld() +
                (SCAN_WARPS + 2) * this->L;
     }
+    /* 16 x 32 tiles of the state, spread over the warps' registers */
+    __host__ __device__ constexpr int state_tiles() const { return this->PT / 16 * (this->NP / 32); }
     /* the products kernel's: one chunk's C and B */
     __host__ __device__ int product_floats() const { return this->L * (c_ld() + b_ld()); }
 };
@@ -307,10 +310,13 @@ chunk_products_kernel(float *cb, const float *Bm, const float *Cm, int64_t ldx, 
 }
 
 /* The walk. Block (channel slice, head, batch row). x, Bm and Cm: rows of ldx floats, one a
- * token; cb: the products kernel's output. */
+ * token; cb: the products kernel's output. The state is PT x NP in 16 x 32 tiles, at most
+ * TILES a warp (tile warp + i * SCAN_WARPS), held in the warp's registers from the first
+ * chunk to the last: each chunk's update accumulates into them, and writes S to shared memory
+ * only as the next chunk's output product reads it (rounded once, not at every use). */
 /* The layouts are sized for one block a multiprocessor, and the bounds say so: without the 1,
  * ptxas may cap the registers for two blocks and spill. */
-template <class Mode, int VEC, class Lay>
+template <class Mode, int VEC, int TILES, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS, 1)
 ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const float *Bm,
                 const float *Cm, int64_t ldx, const float *cb, const float *dt, const float *A,
@@ -351,10 +357,22 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
                        (int)N);
     };
 
-    for (int i = threadIdx.x; i < PT * NP; i += SCAN_THREADS) {
-        const int p = i / NP, n = i % NP;
-        S[p * lay.c_ld() + n] = has_state && p < pw && n < N ? stateb[p * N + n] : 0.0f;
-    }
+    const int state_tiles = lay.state_tiles();
+    float state_acc[TILES][4][4];
+    /* f(acc, first row, first column) for each of this warp's tiles of the state */
+    auto each_state_tile = [&](auto f) {
+#pragma unroll
+        for (int i = 0; i < TILES; i++) {
+            const int tile = warp + i * SCAN_WARPS;
+            if (tile < state_tiles) f(state_acc[i], tile / (NP / 32) * 16, tile % (NP / 32) * 32);
+        }
+    };
+    each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
+        each_element(acc, sr, sc, [&](float &v, int p, int n) {
+            v = has_state && p < pw && n < N ? stateb[p * N + n] : 0.0f;
+            S[p * lay.c_ld() + n] = Mode::stage(v);
+        });
+    });
     load_c(0);
     if (lay.stages == 2) load_stage(0);
     copies_commit();
@@ -400,8 +418,8 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
         if (warp < y_tiles) {
             const int yr = warp / (PT / 16) * 16, yc = warp % (PT / 16) * 16;
             float out[2][4] = {};
-            warp_product<Mode, 2, true, false>(out, NP, ARows{Cs + yr * lay.c_ld(), lay.c_ld()},
-                                               BColumns<2>{S + yc * lay.c_ld(), lay.c_ld()});
+            warp_product<Mode, 2, true, true>(out, NP, ARows{Cs + yr * lay.c_ld(), lay.c_ld()},
+                                              BColumns<2>{S + yc * lay.c_ld(), lay.c_ld()});
             each_element(out, yr, yc, [&](float &v, int q, int) { v *= e[q]; });
             warp_product<Mode, 2, true, false>(out, L, ARows{M + yr * lay.m_ld(), lay.m_ld()},
                                                BRows<2>{xs + yc, lay.x_ld()});
@@ -414,18 +432,14 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
         if (c + 1 < chunks) load_c(c + 1);
         copies_commit();
 
-        /* S = exp(cs_last) S + (w x)^T B: a PT x NP output in 16 x 32 tiles shared out over the
-         * warps */
+        /* S = exp(cs_last) S + (w x)^T B, in each warp's tiles */
         const float decay = expf(cs_last);
-        for (int tile = warp; tile < PT / 16 * (NP / 32); tile += SCAN_WARPS) {
-            const int sr = tile / (NP / 32) * 16, sc = tile % (NP / 32) * 32;
-            float upd[4][4];
-            each_element(upd, sr, sc,
-                         [&](float &v, int p, int n) { v = decay * S[p * lay.c_ld() + n]; });
+        each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
+            each_element(acc, sr, sc, [&](float &v, int, int) { v *= decay; });
             const float *xt = xs + sr + threadIdx.x % 32 / 4;
             const int t = threadIdx.x % 4;
             warp_product<Mode, 4, false, true>(
-                upd, L,
+                acc, L,
                 [&](int k, float a[4]) { /* (w x)^T: x stored by token, weighted as it is read */
                     const float w0 = w[k + t], w1 = w[k + t + 4];
                     const float *r0 = xt + (k + t) * lay.x_ld();
@@ -433,19 +447,23 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
                     a[0] = r0[0] * w0, a[1] = r0[8] * w0, a[2] = r1[0] * w1, a[3] = r1[8] * w1;
                 },
                 BRows<4>{Bs + sc, lay.b_ld()});
-            each_element(upd, sr, sc, [&](float v, int p, int n) { S[p * lay.c_ld() + n] = v; });
-        }
+            each_element(acc, sr, sc,
+                         [&](float v, int p, int n) { S[p * lay.c_ld() + n] = Mode::stage(v); });
+        });
         __syncthreads(); /* S is whole; this chunk's stage and decays may be overwritten */
     }
-    for (int i = threadIdx.x; i < pw * N; i += SCAN_THREADS)
-        stateb[i] = S[i / N * lay.c_ld() + i % N];
+    each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
+        each_element(acc, sr, sc, [&](float v, int p, int n) {
+            if (p < pw && n < N) stateb[p * N + n] = v;
+        });
+    });
 }
 
 static int round_up(int64_t v, int m) { return (int)((v + m - 1) / m * m); }
 
 /* The chunk lengths the walk may take: the longest that fits, so the work memory is sized for
- * the first. */
-enum { LONG_CHUNK = 64, SHORT_CHUNK = 32 };
+ * the first. A warp holds at most MAX_TILES tiles of the state in its registers. */
+enum { LONG_CHUNK = 64, SHORT_CHUNK = 32, MAX_TILES = 2 };
 
 /* The largest layout that fits the device's shared memory (`limit` bytes a block): long chunks
  * first (fewer steps in the sequential walk), then narrower channel slices, then a single
@@ -457,7 +475,8 @@ static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
                                   {SHORT_CHUNK, 32, NP, 2},
                                   {SHORT_CHUNK, 32, NP, 1}};
     for (const ScanLayout &lay : options)
-        if ((size_t)lay.floats() * sizeof(float) <= (size_t)limit) {
+        if ((size_t)lay.floats() * sizeof(float) <= (size_t)limit &&
+            lay.state_tiles() <= MAX_TILES * SCAN_WARPS) {
             *out = lay;
             return true;
         }
@@ -480,7 +499,8 @@ struct ScanArgs {
     float *work;
 };
 
-template <class Mode, int VEC, class Lay> static void launch_with(const ScanArgs &a, const Lay &lay) {
+template <class Mode, int VEC, int TILES, class Lay>
+static void launch_with(const ScanArgs &a, const Lay &lay) {
     const unsigned chunks = (unsigned)((a.T + lay.L - 1) / lay.L);
     const int product_bytes = lay.product_floats() * (int)sizeof(float);
     cudaFuncSetAttribute(chunk_products_kernel<Mode, VEC, Lay>,
@@ -490,17 +510,19 @@ template <class Mode, int VEC, class Lay> static void launch_with(const ScanArgs
            m2c_cuda_stream()>>>(a.work, a.Bm, a.Cm, a.ldx, a.T, a.N, lay);
 
     const int bytes = lay.floats() * (int)sizeof(float);
-    cudaFuncSetAttribute(ssd_scan_kernel<Mode, VEC, Lay>,
+    cudaFuncSetAttribute(ssd_scan_kernel<Mode, VEC, TILES, Lay>,
                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     const dim3 grid((unsigned)((a.P + lay.PT - 1) / lay.PT), (unsigned)a.H, (unsigned)a.B);
-    ssd_scan_kernel<Mode, VEC, Lay><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
+    ssd_scan_kernel<Mode, VEC, TILES, Lay><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
         a.y, a.state, a.has_state, a.x, a.Bm, a.Cm, a.ldx, a.work, a.dt, a.A, a.D, a.T, a.H, a.P,
         a.N, a.G, lay);
 }
 
 template <class Mode, int VEC> static void launch_scan(const ScanArgs &a, const ScanLayout &lay) {
-    if (same_layout(lay, CommonLayout{})) launch_with<Mode, VEC>(a, CommonLayout{});
-    else launch_with<Mode, VEC>(a, lay);
+    static_assert(CommonLayout{}.state_tiles() == SCAN_WARPS, "a tile a warp");
+    if (same_layout(lay, CommonLayout{})) launch_with<Mode, VEC, 1>(a, CommonLayout{});
+    else if (lay.state_tiles() <= SCAN_WARPS) launch_with<Mode, VEC, 1>(a, lay);
+    else launch_with<Mode, VEC, MAX_TILES>(a, lay);
 }
 
 template <class Mode> static void scan_with(const ScanArgs &a, const ScanLayout &lay) {
@@ -522,8 +544,9 @@ m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const flo
     ScanLayout lay;
     if (!choose_layout(P, N, limit, &lay))
         return m2c_fail(M2C_ERR_VALUE, "state_size %lld is too large for the CUDA scan on this "
-                        "GPU: its state does not fit in %d bytes of shared memory a block",
-                        (long long)N, limit);
+                        "GPU: its state does not fit in a block (%d bytes of shared memory, %d "
+                        "registers a thread for it)",
+                        (long long)N, limit, MAX_TILES * 16);
     const ScanArgs args = {y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, work};
     if (operands == M2C_F32) scan_with<Exact>(args, lay);
     else scan_with<Tf32>(args, lay);
