@@ -16,9 +16,10 @@ static int norm_threads(int64_t rows) { return rows < 128 ? 1024 : 256; }
  * issued before the sum waits on any; wider groups recompute the rest. The launch keeps no more
  * than the group needs: registers kept for nothing cost resident blocks, and so loads in flight
  * (a 1,024-wide group: 93 -> 47 us over 2,048 rows on the H200). With VEC = 4 a block has
- * NORM_VEC_THREADS threads (more would not have the registers) and keeps groups of up to 8,192
- * whole. */
-enum { NORM_MAX_KEPT = 8, NORM_VEC_THREADS = 256 };
+ * NORM_VEC_THREADS threads (more would not have the registers) and keeps groups of up to 4,096
+ * whole. Wider ones re-read the rest, mostly from L2: keeping all of an 8,192-wide gated row
+ * took more in resident blocks than the re-reading (62.1 against 56.8 us over 2,048 rows). */
+enum { NORM_MAX_KEPT = 4, NORM_VEC_THREADS = 256 };
 
 template <int VEC, int KEPT, bool GATED, class OutT>
 __global__ void __launch_bounds__(VEC == 4 ? NORM_VEC_THREADS : 1024)
