@@ -6,9 +6,10 @@
  * the first kernel computes them for every chunk and group at once (an L x L block each, in the
  * work memory). The second is the walk: one block per (batch row, head, slice of the head's
  * channels) goes through its sequence chunk by chunk, L tokens at a time, keeping the slice of
- * the state in shared memory. Two small matrix products a chunk, on operands already in shared
- * memory, while the next chunk's x, B, dt and C B^T are copied in behind them (cp.async), and
- * its C once this chunk's outputs are done. The state never leaves the block until the last
+ * the state in its warps' registers. Three small matrix products a chunk (C S^T and M x for
+ * the output, (w x)^T B for the state), on operands already in shared memory, while the next
+ * chunk's x, B, dt and C B^T are copied in behind them (cp.async), and its C once this chunk's
+ * outputs are done. The state never leaves the block until the last
  * chunk, so the walk reads its inputs once and writes y and the final state once.
  * Decays are exponentiated only for s <= q (differences of a decreasing sum, never > 0), so no
  * inf * 0 appears. The chunk length is the scan's own (what fits in shared memory): it changes
@@ -25,10 +26,9 @@ enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
  * `stages` copies of the per-chunk x, B, C B^T (made into M in place) and dt, so the next
  * chunk's arrive while this one is used; C and the state S once (S as the products read it:
  * the state itself stays in the warps' registers); each warp's own copy of the running sums,
- * and the decays. Row strides: rows that ldmatrix reads (C, M, S) are an odd
- * number of 16-byte units apart, rows read a column at a time (x, B) 8 floats past a multiple
- * of 32, so that each fragment load hits 32 different banks (B read by ldmatrix, in C B^T,
- * takes two passes). */
+ * and the decays. Row strides: rows that ldmatrix reads (C, M, S) are an odd number of 16-byte
+ * units apart, rows read a column at a time (x, B) 8 floats past a multiple of 32, so that each
+ * fragment load hits 32 different banks (B read by ldmatrix, in C B^T, takes two passes). */
 template <class Dims> struct Layout : Dims {
     __host__ __device__ int x_ld() const { return this->PT + 8; }
     __host__ __device__ int b_ld() const { return this->NP + 8; }
@@ -42,7 +42,9 @@ template <class Dims> struct Layout : Dims {
                (SCAN_WARPS + 2) * this->L;
     }
     /* 16 x 32 tiles of the state, spread over the warps' registers */
-    __host__ __device__ constexpr int state_tiles() const { return this->PT / 16 * (this->NP / 32); }
+    __host__ __device__ constexpr int state_tiles() const {
+        return this->PT / 16 * (this->NP / 32);
+    }
     /* the products kernel's: one chunk's C and B */
     __host__ __device__ int product_floats() const { return this->L * (c_ld() + b_ld()); }
 };
