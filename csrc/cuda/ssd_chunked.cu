@@ -9,8 +9,8 @@
  * the state in its warps' registers. Three small matrix products a chunk (C S^T and M x for
  * the output, (w x)^T B for the state), on operands already in shared memory, while the next
  * chunk's x, B, dt and C B^T are copied in behind them (cp.async), and its C once this chunk's
- * outputs are done. The state never leaves the block until the last
- * chunk, so the walk reads its inputs once and writes y and the final state once.
+ * outputs are done. The state never leaves the block until the last chunk, so the walk reads
+ * its inputs once and writes y and the final state once.
  * Decays are exponentiated only for s <= q (differences of a decreasing sum, never > 0), so no
  * inf * 0 appears. The chunk length is the scan's own (what fits in shared memory): it changes
  * only the rounding, not the result. */
