@@ -277,9 +277,9 @@ __device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int 
         }
 }
 
-/* The products kernel. Block (chunk, group, batch row): C B^T of the chunk's L tokens into its
- * L x L block of `cb` (rows of L floats), rounded as the walk would round them. The 16 x 16
- * tiles above the diagonal, which the walk masks out, are written as zeros. */
+/* The products kernel. Block (chunk, group, batch row): C B^T of the chunk's L tokens, from B
+ * and C rounded as the walk would round them, into its L x L block of `cb` (rows of L floats).
+ * The 16 x 16 tiles above the diagonal, which the walk masks out, are written as zeros. */
 template <class Mode, int VEC, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS)
 chunk_products_kernel(float *cb, const float *Bm, const float *Cm, int64_t ldx, int64_t T,
