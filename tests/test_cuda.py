@@ -33,7 +33,7 @@ CONFIGS = {
     "wide-heads": dict(hidden_size=96, num_heads=2, head_dim=96, state_size=40),
     # a state too wide for the scan's longest chunks and widest slices: its fallback layouts
     "wide-state": dict(hidden_size=96, num_heads=2, head_dim=96, state_size=200),
-    # a state of more 16 x 32 tiles than the scan's warps: two tiles in each warp's registers
+    # a state of more 16 x 32 tiles (20) than the scan has warps (16): two in some warps' registers
     "state-two-tiles-a-warp": dict(hidden_size=64, num_heads=4, head_dim=32, state_size=300,
                                    vocab_size=97),
     # the head and state widths of the released checkpoints (64 and 128): the scan's common layout
