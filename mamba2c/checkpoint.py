@@ -425,6 +425,8 @@ class CheckpointMixin:
         model = _bare_model(cls, config, dtype_name(dtype))
         model._device = cuda.parse_device("cpu" if device is None else device)
         model.load_state_dict(state_dict, strict=True)
+        if model._device is not None:
+            cuda.prepare_products(model._device, model._dtype)
         return model
 
     def save_pretrained(self, save_directory: PathLike, max_shard_size: Union[int, str] = "5GB",

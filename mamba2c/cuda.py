@@ -287,3 +287,15 @@ def to_device(value: Any, device: int, dtype: Optional[str] = None) -> DeviceArr
     if array.device_index != device:
         raise ValueError(f"the tensor is on cuda:{array.device_index}, the model on cuda:{device}")
     return array
+
+
+def prepare_products(device: int, dtype: str) -> None:
+    """Opens cuBLAS on GPU `device` and lets it set itself up for products of `dtype` weights
+    (tens of milliseconds, once per process, device and dtype), so that a model placed there
+    does not spend that time in its first forward. A missing cuBLAS is not an error here: it is
+    reported by the first product that needs it, and single-row decoding never does."""
+    _cuda.set_device(device)
+    try:
+        _cuda.prepare_products(STORAGE[dtype][1])
+    except RuntimeError:
+        pass

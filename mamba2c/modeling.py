@@ -210,6 +210,7 @@ class Mamba2PreTrainedModel(CheckpointMixin):
             else:
                 self._weights = {k: DeviceArray.from_numpy(v, self._dtype, target)
                                  for k, v in host.items()}
+                cuda.prepare_products(target, self._dtype)
             self._device = target
             self._drop_engine()
         return self

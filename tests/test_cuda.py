@@ -242,3 +242,13 @@ def test_model_moves_between_devices(rng):
     np.testing.assert_allclose(back(ids).logits, cpu(ids).logits, rtol=0, atol=0)
     with pytest.raises(ValueError, match="cuda"):
         cpu(ids, cache_params=mamba2c.Mamba2Cache(cpu.config, 1, device="cuda"))
+
+
+def test_cublas_prepared_for_each_weight_type():
+    """What placing a model on the GPU runs (mamba2c.cuda.prepare_products): cuBLAS opened and
+    one small product of each weight type done, which must succeed where cuBLAS is installed."""
+    for code in (0, 1, 2):  # float32, bfloat16, float16
+        mamba2c.cuda._cuda.prepare_products(code)
+        mamba2c.cuda._cuda.prepare_products(code)  # prepared already: returns at once
+    with pytest.raises(ValueError, match="dtype code"):
+        mamba2c.cuda._cuda.prepare_products(7)

@@ -5,6 +5,8 @@
 #include <dlfcn.h>
 #include <pthread.h>
 
+#include <atomic>
+
 #include "cublas.cuh"
 #include "../model/status.h"
 
@@ -51,6 +53,7 @@ enum { MAX_DEVICES = 64, WORKSPACE_BYTES = 32 << 20 };
 static struct {
     cublasHandle_t handle;
     void *workspace;
+    std::atomic<unsigned> prepared; /* bit d: m2c_cuda_prepare_products ran for m2c_dtype d */
 } devices[MAX_DEVICES];
 static pthread_mutex_t devices_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -107,4 +110,35 @@ m2c_status m2c_cuda_gemm(float *out, int64_t ldo, const void *x, int64_t ldx, m2
         return m2c_fail(M2C_ERR_RUNTIME, "cublasGemmEx failed with status %d (%lld x %lld x %lld)",
                         s, (long long)R, (long long)K, (long long)O);
     return M2C_OK;
+}
+
+m2c_status m2c_cuda_prepare_products(m2c_dtype dtype) {
+    enum { SIDE = 16 };
+    cublasHandle_t h;
+    m2c_status st = handle_for_device(&h);
+    if (st != M2C_OK) return st;
+    int device = 0; /* in range: handle_for_device checked it */
+    cudaGetDevice(&device);
+    if (devices[device].prepared.load() & (1u << dtype)) return M2C_OK;
+    /* W, x and out of a SIDE^3 product, at most four bytes an element; zeroed, as the values
+     * do not matter but should be defined. */
+    float *buf = NULL;
+    const size_t elements = SIDE * SIDE;
+    cudaError_t err = cudaMalloc(&buf, 3 * elements * sizeof(float));
+    if (err == cudaSuccess) err = cudaMemsetAsync(buf, 0, 3 * elements * sizeof(float),
+                                                  m2c_cuda_stream());
+    if (err == cudaSuccess) {
+        const m2c_tensor W = {buf, dtype};
+        st = m2c_cuda_gemm(buf + 2 * elements, SIDE, buf + elements, SIDE, dtype, W, SIDE, SIDE,
+                           SIDE, 0);
+        err = cudaStreamSynchronize(m2c_cuda_stream());
+    }
+    cudaFree(buf);
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        return m2c_fail(M2C_ERR_RUNTIME, "CUDA error while preparing cuBLAS: %s",
+                        cudaGetErrorString(err));
+    }
+    if (st == M2C_OK) devices[device].prepared.fetch_or(1u << dtype);
+    return st;
 }

@@ -14,6 +14,7 @@
 extern const m2c_backend m2c_cuda_backend;
 cudaStream_t m2c_cuda_stream(void);
 unsigned long m2c_cuda_scratch_epoch(void);
+m2c_status m2c_cuda_prepare_products(m2c_dtype dtype);
 
 static PyObject *raise_cuda(cudaError_t err, const char *doing) {
     cudaGetLastError(); /* clear it, so the next call starts clean */
@@ -215,6 +216,20 @@ static PyObject *scratch_epoch(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(m2c_cuda_scratch_epoch());
 }
 
+static PyObject *prepare_products(PyObject *self, PyObject *arg) {
+    (void)self;
+    long dtype = PyLong_AsLong(arg);
+    if (dtype == -1 && PyErr_Occurred()) return NULL;
+    if (dtype != M2C_F32 && dtype != M2C_BF16 && dtype != M2C_F16)
+        return PyErr_Format(PyExc_ValueError, "unknown dtype code %ld", dtype);
+    m2c_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = m2c_cuda_prepare_products((m2c_dtype)dtype);
+    Py_END_ALLOW_THREADS
+    if (st != M2C_OK) return PyErr_Format(PyExc_RuntimeError, "%s", m2c_last_error());
+    Py_RETURN_NONE;
+}
+
 static PyObject *backend(PyObject *self, PyObject *args) {
     (void)self, (void)args;
     return PyCapsule_New((void *)&m2c_cuda_backend, "mamba2c.backend", NULL);
@@ -373,6 +388,8 @@ static PyMethodDef methods[] = {
     {"destroy_graph", destroy_graph, METH_O, "destroy_graph(graph)"},
     {"scratch_epoch", scratch_epoch, METH_NOARGS,
      "scratch_epoch() -> how many times the backend's own scratch buffers were reallocated"},
+    {"prepare_products", prepare_products, METH_O, "prepare_products(dtype code): cuBLAS "
+     "opened on the current device and set up for products of that type"},
     {"backend", backend, METH_NOARGS, "backend() -> capsule of the CUDA operation table"},
     {"to_dlpack", to_dlpack, METH_VARARGS, "to_dlpack(owner, pointer, shape, (code, bits), "
      "device, versioned) -> capsule"},
