@@ -145,8 +145,8 @@ static m2c_status cuda_ssd_chunked(float *y, float *state, int has_state, const 
 
 static size_t cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,
                                    int64_t G, int64_t Q) {
-    (void)H, (void)P, (void)N, (void)Q;
-    return m2c_cuda_ssd_work_floats(B, T, G);
+    (void)H, (void)P, (void)Q;
+    return m2c_cuda_ssd_work_floats(B, T, N, G);
 }
 
 static m2c_status cuda_cross_entropy(float *loss, const float *logits, const int64_t *labels,

@@ -38,14 +38,14 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, co
 /* Chunked scan as in the CPU kernel, in chunks of its own length (ssd_chunked.cu). `operands`:
  * for M2C_BF16 / M2C_F16 (a 16-bit model) the in-chunk products run on tensor cores with TF32
  * operands and float32 accumulation; M2C_F32 keeps float32 accuracy (each operand split in
- * two TF32 parts). `work`: m2c_cuda_ssd_work_floats(B, T, G) floats, for the in-chunk products
- * C B^T. Fails (M2C_ERR_VALUE) only when a state of N columns cannot fit in the device's shared
- * memory. */
+ * two TF32 parts). `work`: m2c_cuda_ssd_work_floats(B, T, N, G) floats, for the in-chunk
+ * products C B^T and the rounded C and B^T. Fails (M2C_ERR_VALUE) only when a state of N
+ * columns cannot fit in the device's shared memory. */
 m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const float *x,
                                 const float *Bm, const float *Cm, int64_t ldx, const float *dt,
                                 const float *A, const float *D, int64_t B, int64_t T, int64_t H,
                                 int64_t P, int64_t N, int64_t G, m2c_dtype operands, float *work);
-size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t G);
+size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t N, int64_t G);
 
 /* The product of one row (decode at batch 1): out[o] = sum_k x[k] W[o, k] + bias[o] (+ out[o]
  * when accumulate), each weight read once in 16-byte loads. */

@@ -3,14 +3,15 @@
  *   y[q, p] = sum_s M[q, s] x_s[p] + exp(cs_q) sum_n C_q[n] S[p, n] + D x_q[p]
  *   S[p, n] <- exp(cs_last) S[p, n] + sum_s exp(cs_last - cs_s) dt_s x_s[p] B_s[n]
  * The products C_q . B_s do not depend on the head, only on its group, and not on the state:
- * the first kernel computes them for every chunk and group at once (an L x L block each, in the
- * work memory). The second is the walk: one block per (batch row, head, slice of the head's
+ * the first kernel computes them for every chunk and group at once, into the work memory, with
+ * the chunk's C and B^T rounded as the walk's products read them (so no walking block rounds
+ * them again). The second is the walk: one block per (batch row, head, slice of the head's
  * channels) goes through its sequence chunk by chunk, L tokens at a time, keeping the slice of
  * the state in its warps' registers. Three small matrix products a chunk (C S^T and M x for
  * the output, (w x)^T B for the state), on operands already in shared memory, while the next
- * chunk's x, B, dt and C B^T are copied in behind them (cp.async), and its C once this chunk's
- * outputs are done. The state never leaves the block until the last chunk, so the walk reads
- * its inputs once and writes y and the final state once.
+ * chunk's x, B^T, dt and C B^T are copied in behind them (cp.async), and its C once this
+ * chunk's outputs are done. The state never leaves the block until the last chunk, so the
+ * walk reads its inputs once and writes y and the final state once.
  * Decays are exponentiated only for s <= q (differences of a decreasing sum, never > 0), so no
  * inf * 0 appears. The chunk length is the scan's own (what fits in shared memory): it changes
  * only the rounding, not the result. */
@@ -23,19 +24,20 @@ enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
 
 /* A walking block's shared memory, in floats. L tokens a chunk, PT channels, NP state columns
  * (each a multiple of 32: the warps' output tiles cover them exactly; the padding is zero).
- * `stages` copies of the per-chunk x, B, C B^T (made into M in place) and dt, so the next
+ * `stages` copies of the per-chunk x, B^T, C B^T (made into M in place) and dt, so the next
  * chunk's arrive while this one is used; C and the state S once (S as the products read it:
  * the state itself stays in the warps' registers); each warp's own copy of the running sums,
- * and the decays. Row strides: rows that ldmatrix reads (C, M, S) are an odd number of 16-byte
- * units apart, rows read a column at a time (x, B) 8 floats past a multiple of 32, so that each
- * fragment load hits 32 different banks (B read by ldmatrix, in C B^T, takes two passes). */
+ * and the decays. Row strides: rows that ldmatrix reads (C, B^T, M, S) are an odd number of
+ * 16-byte units apart, rows read a column at a time (x; B in the products kernel) 8 floats past
+ * a multiple of 32, so that each fragment load hits 32 different banks (B read by ldmatrix, in
+ * C B^T, takes two passes). */
 template <class Dims> struct Layout : Dims {
     __host__ __device__ int x_ld() const { return this->PT + 8; }
     __host__ __device__ int b_ld() const { return this->NP + 8; }
     __host__ __device__ int c_ld() const { return this->NP + 4; } /* C and S */
     __host__ __device__ int m_ld() const { return this->L + 4; }
     __host__ __device__ int stage_floats() const {
-        return this->L * (x_ld() + b_ld() + m_ld() + 1);
+        return this->L * (x_ld() + m_ld() + 1) + this->NP * m_ld();
     }
     __host__ __device__ int floats() const {
         return this->stages * stage_floats() + this->L * c_ld() + this->PT * c_ld() +
@@ -45,8 +47,10 @@ template <class Dims> struct Layout : Dims {
     __host__ __device__ constexpr int state_tiles() const {
         return this->PT / 16 * (this->NP / 32);
     }
-    /* the products kernel's: one chunk's C and B */
+    /* the products kernel's shared memory: one chunk's C and B */
     __host__ __device__ int product_floats() const { return this->L * (c_ld() + b_ld()); }
+    /* the products kernel's output for one chunk and group: C B^T, C and B^T, dense */
+    __host__ __device__ int operand_floats() const { return this->L * (this->L + 2 * this->NP); }
 };
 
 /* The sizes as run-time values, chosen for the device and the model ... */
@@ -277,12 +281,13 @@ __device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int 
         }
 }
 
-/* The products kernel. Block (chunk, group, batch row): C B^T of the chunk's L tokens, from B
- * and C rounded as the walk would round them, into its L x L block of `cb` (rows of L floats).
- * The 16 x 16 tiles above the diagonal, which the walk masks out, are written as zeros. */
+/* The products kernel. Block (chunk, group, batch row): the chunk's operands for the walk, in
+ * its block of operand_floats() of `work`: C B^T of the chunk's L tokens (L x L), then C
+ * (L x NP) and B^T (NP x L), both rounded as the walk's products read them. The 16 x 16 tiles
+ * of C B^T above the diagonal, which the walk masks out, are written as zeros. */
 template <class Mode, int VEC, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS)
-chunk_products_kernel(float *cb, const float *Bm, const float *Cm, int64_t ldx, int64_t T,
+chunk_products_kernel(float *work, const float *Bm, const float *Cm, int64_t ldx, int64_t T,
                       int64_t N, Lay lay) {
     extern __shared__ float4 shared_floats4[];
     const int L = lay.L, warp = threadIdx.x / 32;
@@ -300,19 +305,24 @@ chunk_products_kernel(float *cb, const float *Bm, const float *Cm, int64_t ldx, 
         round_rows(Cs, lay.c_ld(), L, lay.NP);
         __syncthreads();
     }
-    float *const out = cb + ((b * gridDim.x + c) * gridDim.y + g) * L * L;
+    float *const cb = work + ((b * gridDim.x + c) * gridDim.y + g) * lay.operand_floats();
     for (int tile = warp; tile < L / 16 * (L / 16); tile += SCAN_WARPS) {
         const int mr = tile / (L / 16) * 16, mc = tile % (L / 16) * 16;
         float acc[2][4] = {};
         if (mc <= mr)
             warp_product<Mode, 2, true, true>(acc, lay.NP, ARows{Cs + mr * lay.c_ld(), lay.c_ld()},
                                               BColumns<2>{Bs + mc * lay.b_ld(), lay.b_ld()});
-        each_element(acc, mr, mc, [&](float v, int q, int s) { out[q * L + s] = v; });
+        each_element(acc, mr, mc, [&](float v, int q, int s) { cb[q * L + s] = v; });
     }
+    float *const c_out = cb + L * L, *const bt_out = c_out + L * lay.NP;
+    for (int i = 4 * threadIdx.x; i < L * lay.NP; i += 4 * SCAN_THREADS)
+        *(float4 *)(c_out + i) = *(const float4 *)(Cs + i / lay.NP * lay.c_ld() + i % lay.NP);
+    for (int i = threadIdx.x; i < lay.NP * L; i += SCAN_THREADS)
+        bt_out[i] = Bs[i % L * lay.b_ld() + i / L];
 }
 
-/* The walk. Block (channel slice, head, batch row). x, Bm and Cm: rows of ldx floats, one a
- * token; cb: the products kernel's output. The state is PT x NP in 16 x 32 tiles, at most
+/* The walk. Block (channel slice, head, batch row). x: rows of ldx floats, one a token; work:
+ * the products kernel's output. The state is PT x NP in 16 x 32 tiles, at most
  * TILES a warp (tile warp + i * SCAN_WARPS), held in the warp's registers from the first
  * chunk to the last: each chunk's update accumulates into them, and writes S to shared memory
  * only as the next chunk's output product reads it (rounded once, not at every use). */
@@ -320,9 +330,9 @@ chunk_products_kernel(float *cb, const float *Bm, const float *Cm, int64_t ldx, 
  * ptxas may cap the registers for two blocks and spill. */
 template <class Mode, int VEC, int TILES, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS, 1)
-ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const float *Bm,
-                const float *Cm, int64_t ldx, const float *cb, const float *dt, const float *A,
-                const float *D, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, Lay lay) {
+ssd_scan_kernel(float *y, float *state, int has_state, const float *x, int64_t ldx,
+                const float *work, const float *dt, const float *A, const float *D, int64_t T,
+                int64_t H, int64_t P, int64_t N, int64_t G, Lay lay) {
     extern __shared__ float4 shared_floats4[];
     float *const sm = (float *)shared_floats4;
     const int L = lay.L, PT = lay.PT, NP = lay.NP, warp = threadIdx.x / 32;
@@ -332,31 +342,32 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
     float *const cs = S + PT * lay.c_ld() + warp * L, *const w = S + PT * lay.c_ld() +
                                                                   SCAN_WARPS * L,
                  *const e = w + L;
-    const float *const xb = x + b * T * ldx + h * P + p0, *const Bb = Bm + b * T * ldx + g * N,
-                       *const Cb = Cm + b * T * ldx + g * N, *const dtb = dt + b * T * H + h;
+    const float *const xb = x + b * T * ldx + h * P + p0, *const dtb = dt + b * T * H + h;
     float *const stateb = state + ((b * H + h) * P + p0) * N;
     const int64_t chunks = (T + L - 1) / L;
-    const float *const cbb = cb + (b * chunks * G + g) * L * L;
+    /* chunk c's C B^T, C and B^T */
+    auto operands = [&](int64_t c) {
+        return work + ((b * chunks + c) * G + g) * lay.operand_floats();
+    };
 
-    /* a stage: x, B, C B^T (then M) and dt of one chunk */
+    /* a stage: x, B^T, C B^T (then M) and dt of one chunk */
     auto stage = [&](int64_t c) { return sm + c % lay.stages * lay.stage_floats(); };
-    auto stage_B = [&](float *xs) { return xs + L * lay.x_ld(); };
-    auto stage_M = [&](float *xs) { return stage_B(xs) + L * lay.b_ld(); };
+    auto stage_BT = [&](float *xs) { return xs + L * lay.x_ld(); };
+    auto stage_M = [&](float *xs) { return stage_BT(xs) + NP * lay.m_ld(); };
     auto stage_dt = [&](float *xs) { return stage_M(xs) + L * lay.m_ld(); };
     auto load_stage = [&](int64_t c) {
         const int64_t t0 = c * L;
         const int len = (int)(T - t0 < L ? T - t0 : L);
         float *xs = stage(c), *dts = stage_dt(xs);
+        const float *const ops = operands(c);
         load_tile<VEC>(xs, lay.x_ld(), xb + t0 * ldx, ldx, L, len, PT, pw);
-        load_tile<VEC>(stage_B(xs), lay.b_ld(), Bb + t0 * ldx, ldx, L, len, NP, (int)N);
-        load_tile<4>(stage_M(xs), lay.m_ld(), cbb + c * G * L * L, L, L, L, L, L);
+        load_tile<4>(stage_M(xs), lay.m_ld(), ops, L, L, L, L, L);
+        load_tile<4>(stage_BT(xs), lay.m_ld(), ops + L * L + L * NP, L, NP, NP, L, L);
         for (int s = threadIdx.x; s < L; s += SCAN_THREADS)
             copy_async<4>(dts + s, s < len ? dtb + (t0 + s) * H : dtb, s < len);
     };
     auto load_c = [&](int64_t c) {
-        const int64_t t0 = c * L;
-        load_tile<VEC>(Cs, lay.c_ld(), Cb + t0 * ldx, ldx, L, (int)(T - t0 < L ? T - t0 : L), NP,
-                       (int)N);
+        load_tile<4>(Cs, lay.c_ld(), operands(c) + L * L, NP, L, L, NP, NP);
     };
 
     const int state_tiles = lay.state_tiles();
@@ -390,7 +401,7 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
         __syncthreads();
         const int64_t t0 = c * L;
         const int len = (int)(T - t0 < L ? T - t0 : L);
-        float *const xs = stage(c), *const Bs = stage_B(xs), *const M = stage_M(xs);
+        float *const xs = stage(c), *const BT = stage_BT(xs), *const M = stage_M(xs);
         float *const dts = stage_dt(xs);
         /* every warp sums the decays itself: cheaper than a barrier before M */
         const float cs_last = running_sums(cs, dts, a_h, L);
@@ -409,10 +420,6 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
                 }
                 *p = make_float4(v[0], v[1], v[2], v[3]);
             }
-        }
-        if constexpr (Mode::rounds_staged) {
-            round_rows(Bs, lay.b_ld(), L, NP);
-            round_rows(Cs, lay.c_ld(), L, NP);
         }
         __syncthreads();
 
@@ -448,7 +455,7 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, const flo
                     const float *r1 = xt + (k + t + 4) * lay.x_ld();
                     a[0] = r0[0] * w0, a[1] = r0[8] * w0, a[2] = r1[0] * w1, a[3] = r1[8] * w1;
                 },
-                BRows<4>{Bs + sc, lay.b_ld()});
+                BColumns<4>{BT + sc * lay.m_ld(), lay.m_ld()});
             each_element(acc, sr, sc,
                          [&](float v, int p, int n) { S[p * lay.c_ld() + n] = Mode::stage(v); });
         });
@@ -485,9 +492,10 @@ static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
     return false;
 }
 
-/* chunks x L^2 floats a group and batch row: at most what long chunks take */
-size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t G) {
-    return (size_t)(B * G * ((T + LONG_CHUNK - 1) / LONG_CHUNK)) * LONG_CHUNK * LONG_CHUNK;
+/* chunks x operand_floats() a group and batch row: at most what long chunks take */
+size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t N, int64_t G) {
+    const int64_t chunks = (T + LONG_CHUNK - 1) / LONG_CHUNK;
+    return (size_t)(B * G * chunks) * LONG_CHUNK * (LONG_CHUNK + 2 * round_up(N, 32));
 }
 
 /* A scan's operands, as m2c_cuda_ssd_chunked receives them. */
@@ -516,8 +524,8 @@ static void launch_with(const ScanArgs &a, const Lay &lay) {
                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     const dim3 grid((unsigned)((a.P + lay.PT - 1) / lay.PT), (unsigned)a.H, (unsigned)a.B);
     ssd_scan_kernel<Mode, VEC, TILES, Lay><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
-        a.y, a.state, a.has_state, a.x, a.Bm, a.Cm, a.ldx, a.work, a.dt, a.A, a.D, a.T, a.H, a.P,
-        a.N, a.G, lay);
+        a.y, a.state, a.has_state, a.x, a.ldx, a.work, a.dt, a.A, a.D, a.T, a.H, a.P, a.N, a.G,
+        lay);
 }
 
 template <class Mode, int VEC> static void launch_scan(const ScanArgs &a, const ScanLayout &lay) {
