@@ -339,9 +339,8 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, int64_t l
     const int64_t b = blockIdx.z, h = blockIdx.y, g = h / (H / G), p0 = blockIdx.x * PT;
     const int pw = (int)(P - p0 < PT ? P - p0 : PT); /* the slice's channels */
     float *const Cs = sm + lay.stages * lay.stage_floats(), *const S = Cs + L * lay.c_ld();
-    float *const cs = S + PT * lay.c_ld() + warp * L, *const w = S + PT * lay.c_ld() +
-                                                                  SCAN_WARPS * L,
-                 *const e = w + L;
+    float *const sums = S + PT * lay.c_ld(); /* each warp's copy of the running sums */
+    float *const cs = sums + warp * L, *const w = sums + SCAN_WARPS * L, *const e = w + L;
     const float *const xb = x + b * T * ldx + h * P + p0, *const dtb = dt + b * T * H + h;
     float *const stateb = state + ((b * H + h) * P + p0) * N;
     const int64_t chunks = (T + L - 1) / L;
