@@ -5,7 +5,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from . import cuda
+from . import cuda, hugepages
 from .configuration import Mamba2Config
 
 
@@ -43,7 +43,7 @@ class Mamba2Cache:
         ssm = (L, self.batch_size, config.num_heads, config.head_dim, config.state_size)
         if index is None:
             self.conv_states = np.zeros(conv, np.float32)
-            self.ssm_states = np.zeros(ssm, np.float32)
+            self.ssm_states = hugepages.zeros(ssm, np.float32)  # read and written every step
         else:
             self.conv_states = cuda.DeviceArray.zeros(conv, "float32", index)
             self.ssm_states = cuda.DeviceArray.zeros(ssm, "float32", index)

@@ -19,7 +19,7 @@ import numpy as np
 
 # modeling imports this module for the mixin, so only the module is bound here; its functions
 # are looked up when called.
-from . import cuda, modeling
+from . import cuda, hugepages, modeling
 from .configuration import CONFIG_NAME, Mamba2Config, _not_found
 from .dtypes import convert, dtype_name, from_float32
 from .safetensors import (WEIGHTS_INDEX_NAME, WEIGHTS_NAME, _read_index, load_checkpoint_dir,
@@ -402,6 +402,8 @@ class CheckpointMixin:
         model._weights = {name: weights[name] for name in expected}  # the engine's order
         if device_index is not None:
             model.to(device=f"cuda:{device_index}")
+        else:  # converted tensors on huge pages; the file's views stay shared
+            hugepages.place_weights(model._weights)
 
         model.loading_info = {"missing_keys": missing_keys,
                               "unexpected_keys": unexpected + unused_heads,

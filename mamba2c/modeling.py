@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 
 import numpy as np
 
-from . import _C, cuda
+from . import _C, cuda, hugepages
 from .cache import Mamba2Cache
 from .checkpoint import CheckpointMixin
 from .configuration import Mamba2Config, html_table
@@ -213,6 +213,8 @@ class Mamba2PreTrainedModel(CheckpointMixin):
                 cuda.prepare_products(target, self._dtype)
             self._device = target
             self._drop_engine()
+        if self._device is None and self._engine is None:  # no engine holds the weights
+            hugepages.place_weights(self._weights)  # those made above, or at initialisation
         return self
 
     def cuda(self: _Model, device: Optional[int] = None) -> _Model:
@@ -310,7 +312,8 @@ class Mamba2PreTrainedModel(CheckpointMixin):
                     raise TypeError(f"{self._prefix(name)} must hold floats, got {array.dtype}")
                 array, src = array.astype(np.float32), "float32"
             converted[name] = np.ascontiguousarray(convert(array, src, self._dtype))
-        self._weights.update(converted)
+        self._weights.update(converted if self._device is not None
+                             else hugepages.place_weights(converted))
         self._drop_engine()
         return missing, unexpected
 
