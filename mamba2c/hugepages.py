@@ -1,12 +1,14 @@
 """Host arrays on transparent huge pages, for what a decode step streams: the weights and the
 cache's states.
 
-A decode step reads every weight once. On 4 KiB pages that is a TLB miss for every 4 KiB read,
-which slows a streaming read measurably (benchmarks/bench_pages.py; the numbers are in
-benchmarks/RESULTS.md). Linux backs an anonymous mapping with 2 MiB pages when advised to
-(madvise MADV_HUGEPAGE), the only way to get them where transparent huge pages are set to
-"madvise", the default of Debian and Ubuntu. Where the advice does not exist, arrays are
-allocated as usual.
+A decode step reads every weight once, and on 4 KiB pages that is a TLB miss for every 4 KiB.
+Linux backs an anonymous mapping with 2 MiB pages when advised to (madvise MADV_HUGEPAGE), the
+only way to get them where transparent huge pages are set to "madvise", the default of Debian
+and Ubuntu. NumPy advises its own arrays of 4 MiB or more, but they start just past a page
+boundary, so only the 2 MiB-aligned inside of each gets huge pages (80% of the mamba2-130m
+shape's float32 weights), and arrays under 4 MiB none. A mapping of each array's own is huge
+from end to end (benchmarks/bench_pages.py times the two; benchmarks/RESULTS.md has the
+numbers). Where the advice does not exist, arrays are allocated as usual.
 """
 from __future__ import annotations
 
