@@ -76,6 +76,27 @@ static void cuda_embedding(float *out, const int64_t *ids, m2c_tensor table, int
     m2c_cuda_embedding(out, ids, R, table, 1, R, D, V);
 }
 
+/* Never launched: it tells which of this module's binaries the device loaded, the same for
+ * every kernel, as all are built for the same targets. */
+__global__ void binary_probe_kernel() {}
+
+bool m2c_sm90_binary(void) {
+    static std::atomic<signed char> known[MAX_DEVICES]; /* 0: not asked yet, 1: yes, -1: no */
+    int device = 0;
+    cudaGetDevice(&device);
+    if (device < 0 || device >= MAX_DEVICES) return false;
+    signed char answer = known[device].load();
+    if (!answer) {
+        cudaFuncAttributes attr;
+        const bool sm90 = cudaFuncGetAttributes(&attr, binary_probe_kernel) == cudaSuccess &&
+                          attr.binaryVersion >= 90;
+        cudaGetLastError();
+        answer = sm90 ? 1 : -1;
+        known[device].store(answer);
+    }
+    return answer > 0;
+}
+
 /* Activations rounded to the weights' 16-bit type for tensor-core products, in a per-device
  * buffer that only grows (between graph captures the sizes it has seen are reused). */
 static struct {

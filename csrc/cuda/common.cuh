@@ -16,14 +16,9 @@
  * whole forward can be captured into a CUDA graph. */
 extern "C" cudaStream_t m2c_cuda_stream(void);
 
-/* Whether the loaded binary of `kernel` was built for sm_90 or later (clusters, early launch). */
-template <class Kernel> static bool m2c_sm90_binary(Kernel kernel) {
-    cudaFuncAttributes attr;
-    const bool yes =
-        cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion >= 90;
-    cudaGetLastError();
-    return yes;
-}
+/* Whether the current device runs this module's kernels from a binary for sm_90 or later
+ * (clusters, early launch). */
+extern "C" bool m2c_sm90_binary(void);
 
 /* Programmatic dependent launch (sm_90 and later; no-ops before). A kernel launched with
  * m2c_launch_early may start while the kernel before it still runs, once every block of that
@@ -67,7 +62,7 @@ static void m2c_launch_early(void (*kernel)(Params...), dim3 grid, dim3 block,
         attrs[config.numAttrs].val.clusterDim.y = attrs[config.numAttrs].val.clusterDim.z = 1;
         config.numAttrs++;
     }
-    if (m2c_sm90_binary(kernel)) {
+    if (m2c_sm90_binary()) {
         attrs[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         attrs[config.numAttrs].val.programmaticStreamSerializationAllowed = 1;
         config.numAttrs++;

@@ -166,18 +166,12 @@ __global__ void rmsnorm_gated_cluster_kernel(OutT *out, const float *y, const fl
 #endif
 }
 
-/* Whether the loaded binary of the cluster kernel was built for sm_90 or later. */
-static bool cluster_kernel_usable() {
-    static const bool usable = m2c_sm90_binary(rmsnorm_gated_cluster_kernel<float>);
-    return usable;
-}
-
 template <class OutT>
 static void rmsnorm_gated(OutT *out, const float *y, const float *z, int64_t ldz,
                           m2c_tensor weight, int64_t R, int64_t I, int64_t group_size, float eps) {
     const int64_t blocks = R * (I / group_size);
     if (blocks < 32 && group_size % (SLICES * SLICE_THREADS) == 0 &&
-        group_size <= (int64_t)SLICES * SLICE_THREADS * SLICE_KEPT && cluster_kernel_usable()) {
+        group_size <= (int64_t)SLICES * SLICE_THREADS * SLICE_KEPT && m2c_sm90_binary()) {
         m2c_launch_early(rmsnorm_gated_cluster_kernel<OutT>,
                          dim3((unsigned)(I / group_size * SLICES), (unsigned)R),
                          dim3(SLICE_THREADS), 0, SLICES, out, y, z, ldz, weight, I, group_size,
