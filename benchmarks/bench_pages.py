@@ -12,23 +12,12 @@ mamba2c in both (the cache is made by each run).
 """
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 import mamba2c
 from bench_forward import SHAPE_130M
-
-
-def decode_ms(model, prompt, steps):
-    """ms per one-token step, after the prompt (untimed)."""
-    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-    cache = out.cache_params
-    start = time.perf_counter()
-    for _ in range(steps):
-        token = out.logits[:, -1].argmax(-1)[:, None]
-        out = model(input_ids=token, cache_params=cache, use_cache=True, logits_to_keep=1)
-    return 1e3 * (time.perf_counter() - start) / steps
+from compare_cpu import mamba2c_decode
 
 
 def main():
@@ -49,10 +38,10 @@ def main():
 
     times = {"mamba2c's placement": [], "NumPy's allocation": []}
     for model in (placed, copied):
-        decode_ms(model, prompt, 2)  # warm-up: engine, thread pool
+        mamba2c_decode(model, prompt, 2)()  # warm-up: engine, thread pool
     for _ in range(args.rounds):
         for name, model in (("mamba2c's placement", placed), ("NumPy's allocation", copied)):
-            times[name].append(decode_ms(model, prompt, args.steps))
+            times[name].append(1e3 * mamba2c_decode(model, prompt, args.steps)() / args.steps)
     print(f"mamba2-130m shape, {args.dtype}, batch 1, {args.steps} steps a round, "
           f"{args.rounds} alternating rounds, {args.threads} threads\n")
     print("| weights in | median ms/token | min | max |")
