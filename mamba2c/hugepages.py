@@ -28,9 +28,9 @@ def zeros(shape: Sequence[int], dtype) -> np.ndarray:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if _ADVICE is None or nbytes < HUGE_PAGE_BYTES:
         return np.zeros(shape, dtype)
-    # Private anonymous memory: zero-filled, and (unlike shared memory) given huge pages on
-    # the first touch of each 2 MiB once advised.
-    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    # Private anonymous memory (no file: mmap adds MAP_ANONYMOUS itself): zero-filled, and,
+    # unlike shared memory, given huge pages on the first touch of each 2 MiB once advised.
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
     try:
         memory.madvise(_ADVICE)
     except OSError:  # a kernel built without transparent huge pages: ordinary pages
