@@ -493,8 +493,9 @@ static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
 
 /* chunks x operand_floats() a group and batch row: at most what long chunks take */
 size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t N, int64_t G) {
+    const ScanLayout longest = {LONG_CHUNK, 32, round_up(N, 32), 1}; /* L and NP matter */
     const int64_t chunks = (T + LONG_CHUNK - 1) / LONG_CHUNK;
-    return (size_t)(B * G * chunks) * LONG_CHUNK * (LONG_CHUNK + 2 * round_up(N, 32));
+    return (size_t)(B * G * chunks) * longest.operand_floats();
 }
 
 /* A scan's operands, as m2c_cuda_ssd_chunked receives them. */
