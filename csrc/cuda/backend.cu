@@ -11,15 +11,13 @@
 #include "cublas.cuh"
 #include "kernels.cuh"
 
-enum { MAX_DEVICES = 64 };
-
-static cudaStream_t streams[MAX_DEVICES];
+static cudaStream_t streams[M2C_MAX_DEVICES];
 static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
 
 cudaStream_t m2c_cuda_stream(void) {
     int device = 0;
     cudaGetDevice(&device);
-    if (device < 0 || device >= MAX_DEVICES) return 0;
+    if (device < 0 || device >= M2C_MAX_DEVICES) return 0;
     pthread_mutex_lock(&streams_lock);
     /* A blocking stream: work that other libraries queue on the legacy default stream (torch's
      * copies, our own synchronous copies) stays ordered with ours. */
@@ -81,10 +79,11 @@ static void cuda_embedding(float *out, const int64_t *ids, m2c_tensor table, int
 __global__ void binary_probe_kernel() {}
 
 bool m2c_sm90_binary(void) {
-    static std::atomic<signed char> known[MAX_DEVICES]; /* 0: not asked yet, 1: yes, -1: no */
+    /* 0: not asked yet, 1: yes, -1: no */
+    static std::atomic<signed char> known[M2C_MAX_DEVICES];
     int device = 0;
     cudaGetDevice(&device);
-    if (device < 0 || device >= MAX_DEVICES) return false;
+    if (device < 0 || device >= M2C_MAX_DEVICES) return false;
     signed char answer = known[device].load();
     if (!answer) {
         cudaFuncAttributes attr;
@@ -102,7 +101,7 @@ bool m2c_sm90_binary(void) {
 static struct {
     void *data;
     size_t bytes;
-} rounded[MAX_DEVICES];
+} rounded[M2C_MAX_DEVICES];
 
 /* Counts reallocations of those buffers: a CUDA graph captured before one would read freed
  * memory, so graphs record the count and are recaptured when it changed. */
@@ -113,7 +112,7 @@ extern "C" unsigned long m2c_cuda_scratch_epoch(void) { return scratch_epoch.loa
 static m2c_status rounded_buffer(size_t bytes, void **out) {
     int device = 0;
     cudaGetDevice(&device);
-    if (device < 0 || device >= MAX_DEVICES) return m2c_fail(M2C_ERR_RUNTIME, "bad device");
+    if (device < 0 || device >= M2C_MAX_DEVICES) return m2c_fail(M2C_ERR_RUNTIME, "bad device");
     if (rounded[device].bytes < bytes) {
         cudaStreamSynchronize(m2c_cuda_stream()); /* the old buffer may still be read */
         cuda_release(rounded[device].data);

@@ -12,6 +12,10 @@
 
 #include "mamba2c.h"
 
+/* Devices a process may use: the per-device tables (streams, cuBLAS handles, scratch) have this
+ * many slots. */
+enum { M2C_MAX_DEVICES = 64 };
+
 /* The one stream every kernel and copy of this process goes on (created on first use), so a
  * whole forward can be captured into a CUDA graph. */
 extern "C" cudaStream_t m2c_cuda_stream(void);

@@ -47,14 +47,14 @@ static void lib_open(void) {
         lib.error = "the cuBLAS library found lacks cublasGemmEx or cublasSetWorkspace_v2";
 }
 
-enum { MAX_DEVICES = 64, WORKSPACE_BYTES = 32 << 20 };
+enum { WORKSPACE_BYTES = 32 << 20 };
 
 /* One handle per device, with its own workspace so that no call allocates (graph capture). */
 static struct {
     cublasHandle_t handle;
     void *workspace;
     std::atomic<unsigned> prepared; /* bit d: m2c_cuda_prepare_products ran for m2c_dtype d */
-} devices[MAX_DEVICES];
+} devices[M2C_MAX_DEVICES];
 static pthread_mutex_t devices_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static m2c_status handle_for_device(cublasHandle_t *out) {
@@ -62,9 +62,9 @@ static m2c_status handle_for_device(cublasHandle_t *out) {
     if (lib.error) return m2c_fail(M2C_ERR_RUNTIME, "%s", lib.error);
     int device = 0;
     cudaGetDevice(&device);
-    if (device < 0 || device >= MAX_DEVICES)
+    if (device < 0 || device >= M2C_MAX_DEVICES)
         return m2c_fail(M2C_ERR_RUNTIME, "device %d is beyond the %d supported", device,
-                        MAX_DEVICES);
+                        M2C_MAX_DEVICES);
     m2c_status st = M2C_OK;
     pthread_mutex_lock(&devices_lock);
     if (!devices[device].handle) {
