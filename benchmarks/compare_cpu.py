@@ -23,6 +23,8 @@ second as a fraction of it.
 resident memory), run in a child process so that its peak RSS is its own.
 """
 import argparse
+import atexit
+import functools
 import gc
 import json
 import os
@@ -138,26 +140,36 @@ int main(int argc, char **argv) {
 """
 
 
+@functools.lru_cache(maxsize=None)
+def stream_program():
+    """The bandwidth program, compiled once a process (it is run several times a run), or None
+    when gcc is missing or cannot build it."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None
+    tmp = tempfile.mkdtemp(prefix="mamba2c-stream-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    src, exe = os.path.join(tmp, "stream.c"), os.path.join(tmp, "stream")
+    with open(src, "w") as f:
+        f.write(STREAM_C)
+    build = subprocess.run([gcc, "-O3", "-march=native", "-fopenmp", src, "-o", exe],
+                           capture_output=True, text=True)
+    return exe if build.returncode == 0 else None
+
+
 def stream_bandwidth(threads, huge_pages=True, nbytes=2 << 30, repeats=7):
     """Streaming read bandwidth samples in GB/s and how they were measured: a C program
     compiled here with OpenMP, over memory on 2 MiB pages or on 4 KiB ones, or a NumPy sum (one
     thread, the allocator's pages) when gcc is not available."""
-    gcc = shutil.which("gcc")
-    if gcc is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            src, exe = os.path.join(tmp, "stream.c"), os.path.join(tmp, "stream")
-            with open(src, "w") as f:
-                f.write(STREAM_C)
-            build = subprocess.run([gcc, "-O3", "-march=native", "-fopenmp", src, "-o", exe],
-                                   capture_output=True, text=True)
-            if build.returncode == 0:
-                env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_PROC_BIND="spread")
-                run = subprocess.run([exe, str(nbytes), str(repeats), str(int(huge_pages))],
-                                     capture_output=True, text=True, env=env, check=True)
-                rates = [nbytes / float(t) / 1e9 for t in run.stdout.split()]
-                pages = "2 MiB" if huge_pages else "4 KiB"
-                return (rates, f"C sum over {nbytes / 2**30:.0f} GiB on {pages} pages, {threads} "
-                        f"threads, gcc -O3 -march=native -fopenmp")
+    exe = stream_program()
+    if exe is not None:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_PROC_BIND="spread")
+        run = subprocess.run([exe, str(nbytes), str(repeats), str(int(huge_pages))],
+                             capture_output=True, text=True, env=env, check=True)
+        rates = [nbytes / float(t) / 1e9 for t in run.stdout.split()]
+        pages = "2 MiB" if huge_pages else "4 KiB"
+        return (rates, f"C sum over {nbytes / 2**30:.0f} GiB on {pages} pages, {threads} "
+                f"threads, gcc -O3 -march=native -fopenmp")
     a = np.ones(nbytes // 4, np.float32)
     rates = []
     for _ in range(repeats):
