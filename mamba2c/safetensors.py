@@ -122,6 +122,12 @@ def _reject_constant(token: str) -> None:
     raise ValueError(f"{token} is not valid JSON")
 
 
+def _json_int(token: str) -> Any:
+    # JSON's -0 is an integer to Python's reader but a float to others (the safetensors
+    # library refuses it for a size): read as the float it is, it is then no size here either.
+    return -0.0 if token == "-0" else int(token)
+
+
 def _load_json(raw: bytes, what: str) -> Any:
     try:
         text = raw.decode("utf-8")
@@ -129,7 +135,7 @@ def _load_json(raw: bytes, what: str) -> Any:
         raise SafetensorsError(f"{what} is not valid UTF-8 ({exc})") from None
     try:
         return json.loads(text, object_pairs_hook=_no_duplicate_keys,
-                          parse_constant=_reject_constant)
+                          parse_constant=_reject_constant, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         # RecursionError: deeply nested arrays in a hostile header.
         raise SafetensorsError(f"{what} is not valid JSON ({_short(str(exc), 300)})") from None

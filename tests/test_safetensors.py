@@ -536,6 +536,16 @@ BAD_ENTRIES = [
 ]
 
 
+@pytest.mark.parametrize("shape,offsets", [("[]", "[-0,4]"), ("[-0]", "[0,0]")])
+def test_minus_zero_is_not_a_size(tmp_path, shape, offsets):
+    # Python reads JSON's -0 as the integer 0; the safetensors library reads a float and
+    # refuses the file, and so must we.
+    header = f'{{"x":{{"dtype":"F32","shape":{shape},"data_offsets":{offsets}}}}}'.encode()
+    path = raw_file(tmp_path, header, b"\0" * 4)
+    with pytest.raises(ValueError, match="shape|data_offsets"):
+        st.SafetensorsFile(path)
+
+
 @pytest.mark.parametrize("bad,message", BAD_ENTRIES)
 def test_bad_tensor_entry(tmp_path, bad, message):
     path = raw_file(tmp_path, {"good": entry(offsets=(8, 16)), "bad": bad}, b"\0" * 16)
