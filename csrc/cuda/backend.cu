@@ -15,9 +15,8 @@ static cudaStream_t streams[M2C_MAX_DEVICES];
 static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
 
 cudaStream_t m2c_cuda_stream(void) {
-    int device = 0;
-    cudaGetDevice(&device);
-    if (device < 0 || device >= M2C_MAX_DEVICES) return 0;
+    const int device = m2c_device_slot();
+    if (device < 0) return 0;
     pthread_mutex_lock(&streams_lock);
     /* A blocking stream: work that other libraries queue on the legacy default stream (torch's
      * copies, our own synchronous copies) stays ordered with ours. */
@@ -81,9 +80,8 @@ __global__ void binary_probe_kernel() {}
 bool m2c_sm90_binary(void) {
     /* 0: not asked yet, 1: yes, -1: no */
     static std::atomic<signed char> known[M2C_MAX_DEVICES];
-    int device = 0;
-    cudaGetDevice(&device);
-    if (device < 0 || device >= M2C_MAX_DEVICES) return false;
+    const int device = m2c_device_slot();
+    if (device < 0) return false;
     signed char answer = known[device].load();
     if (!answer) {
         cudaFuncAttributes attr;
@@ -110,9 +108,10 @@ static std::atomic<unsigned long> scratch_epoch{0};
 extern "C" unsigned long m2c_cuda_scratch_epoch(void) { return scratch_epoch.load(); }
 
 static m2c_status rounded_buffer(size_t bytes, void **out) {
-    int device = 0;
-    cudaGetDevice(&device);
-    if (device < 0 || device >= M2C_MAX_DEVICES) return m2c_fail(M2C_ERR_RUNTIME, "bad device");
+    const int device = m2c_device_slot();
+    if (device < 0)
+        return m2c_fail(M2C_ERR_RUNTIME, "the current device is beyond the %d supported",
+                        M2C_MAX_DEVICES);
     if (rounded[device].bytes < bytes) {
         cudaStreamSynchronize(m2c_cuda_stream()); /* the old buffer may still be read */
         cuda_release(rounded[device].data);

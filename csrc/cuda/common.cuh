@@ -16,6 +16,13 @@
  * many slots. */
 enum { M2C_MAX_DEVICES = 64 };
 
+/* The current device's slot in those tables, or -1 for a device beyond them. */
+static inline int m2c_device_slot(void) {
+    int device = 0;
+    cudaGetDevice(&device);
+    return device >= 0 && device < M2C_MAX_DEVICES ? device : -1;
+}
+
 /* The one stream every kernel and copy of this process goes on (created on first use), so a
  * whole forward can be captured into a CUDA graph. */
 extern "C" cudaStream_t m2c_cuda_stream(void);

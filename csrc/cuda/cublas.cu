@@ -60,10 +60,9 @@ static pthread_mutex_t devices_lock = PTHREAD_MUTEX_INITIALIZER;
 static m2c_status handle_for_device(cublasHandle_t *out) {
     pthread_once(&lib_once, lib_open);
     if (lib.error) return m2c_fail(M2C_ERR_RUNTIME, "%s", lib.error);
-    int device = 0;
-    cudaGetDevice(&device);
-    if (device < 0 || device >= M2C_MAX_DEVICES)
-        return m2c_fail(M2C_ERR_RUNTIME, "device %d is beyond the %d supported", device,
+    const int device = m2c_device_slot();
+    if (device < 0)
+        return m2c_fail(M2C_ERR_RUNTIME, "the current device is beyond the %d supported",
                         M2C_MAX_DEVICES);
     m2c_status st = M2C_OK;
     pthread_mutex_lock(&devices_lock);
@@ -117,8 +116,7 @@ m2c_status m2c_cuda_prepare_products(m2c_dtype dtype) {
     cublasHandle_t h;
     m2c_status st = handle_for_device(&h);
     if (st != M2C_OK) return st;
-    int device = 0; /* in range: handle_for_device checked it */
-    cudaGetDevice(&device);
+    const int device = m2c_device_slot(); /* in range: handle_for_device checked it */
     if (devices[device].prepared.load() & (1u << dtype)) return M2C_OK;
     /* W, x and out of a SIDE^3 product, at most four bytes an element; zeroed, as the values
      * do not matter but should be defined. */
