@@ -45,6 +45,13 @@ def rel_err(got, want):
     return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-30))
 
 
+def rms_rel_err(got, want):
+    """The error's norm over the reference's: for 16-bit results, where the largest single
+    error of one random model is a noisy sample."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.linalg.norm(got - want) / max(float(np.linalg.norm(want)), 1e-30))
+
+
 @pytest.fixture
 def rng(request):
     """A generator seeded by the test's name: different data per test, reproducible runs."""

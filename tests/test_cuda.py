@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mamba2c
-from conftest import rel_err, tiny_config_kwargs
+from conftest import rel_err, rms_rel_err, tiny_config_kwargs
 
 pytestmark = [
     pytest.mark.cuda,
@@ -84,9 +84,11 @@ def test_forward_matches_cpu(rng, name, T):
 def test_16bit_weights_match_cpu(rng, dtype, name):
     cpu, gpu = random_pair(rng, dtype=dtype, **CONFIGS[name])
     ids = rng.integers(0, cpu.config.vocab_size, size=(3, 150))
-    # The GPU rounds activations to the weights' type before each large product, as
-    # transformers' 16-bit models do; the CPU keeps them in float32.
-    assert rel_err(gpu(ids).logits.numpy(), cpu(ids).logits) <= 3e-2
+    # The GPU rounds activations to the weights' type where transformers' 16-bit models do (the
+    # input projection's output, the products' inputs); the CPU keeps them in float32. Over 24
+    # random models of each config the RMS error reached 1.6e-2 (bf16) and 2.8e-3 (f16).
+    bound = {"bfloat16": 2e-2, "float16": 4e-3}[dtype]
+    assert rms_rel_err(gpu(ids).logits.numpy(), cpu(ids).logits) <= bound
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -218,19 +220,23 @@ def test_bfloat16_against_transformers_on_cuda(rng):
     from conftest import randomize_torch_model
 
     kwargs = tiny_config_kwargs(**CONFIGS["wide-chunk64"])
-    hf = randomize_torch_model(transformers.Mamba2ForCausalLM(transformers.Mamba2Config(**kwargs)),
-                               seed=3).eval()
-    ids = torch.from_numpy(rng.integers(0, kwargs["vocab_size"], size=(2, 50)))
-    with torch.no_grad():
-        reference = hf.double()(ids).logits.numpy()  # float64 on the CPU: the truth
-        theirs = hf.to("cuda", torch.bfloat16)(ids.cuda()).logits.float().cpu().numpy()
-    ours = mamba2c.Mamba2ForCausalLM(mamba2c.Mamba2Config(**kwargs), dtype="bfloat16",
-                                     device="cuda")
-    ours.load_state_dict(hf.state_dict())  # the same bfloat16 values, straight from the GPU
-    mine = ours(ids.numpy()).logits.numpy()
-    theirs_err, ours_err = rel_err(theirs, reference), rel_err(mine, reference)
-    print(f"bf16 vs float64: transformers {theirs_err:.2e}, mamba2c {ours_err:.2e}")
-    assert ours_err <= max(theirs_err, 1e-3)
+    # One model's largest error is a noisy sample (either engine wins about a third of the
+    # time): each of several models' RMS error is compared instead.
+    for seed in (3, 4, 5, 6):
+        hf = randomize_torch_model(
+            transformers.Mamba2ForCausalLM(transformers.Mamba2Config(**kwargs)), seed=seed).eval()
+        ids = torch.from_numpy(rng.integers(0, kwargs["vocab_size"], size=(2, 50)))
+        with torch.no_grad():
+            reference = hf.double()(ids).logits.numpy()  # float64 on the CPU: the truth
+            theirs = hf.to("cuda", torch.bfloat16)(ids.cuda()).logits.float().cpu().numpy()
+        ours = mamba2c.Mamba2ForCausalLM(mamba2c.Mamba2Config(**kwargs), dtype="bfloat16",
+                                         device="cuda")
+        ours.load_state_dict(hf.state_dict())  # the same bfloat16 values, straight from the GPU
+        mine = ours(ids.numpy()).logits.numpy()
+        theirs_err, ours_err = rms_rel_err(theirs, reference), rms_rel_err(mine, reference)
+        print(f"seed {seed}: bf16 vs float64 (RMS): transformers {theirs_err:.2e}, "
+              f"mamba2c {ours_err:.2e}")
+        assert ours_err <= theirs_err, seed
 
 
 def test_model_moves_between_devices(rng):

@@ -52,23 +52,38 @@ static void cpu_rmsnorm(void *out, m2c_dtype out_dtype, const float *x, m2c_tens
     m2c_rmsnorm(out, x, weight, row_scale, R, D, eps);
 }
 
-static void cpu_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, const float *z,
-                              int64_t ldz, m2c_tensor weight, int64_t R, int64_t I,
-                              int64_t group_size, float eps) {
-    (void)out_dtype;
+/* Products write float32 too, so the activations below are float32 whatever type they are
+ * said to hold. */
+static m2c_dtype cpu_product_output(m2c_dtype weights) {
+    (void)weights;
+    return M2C_F32;
+}
+
+static void cpu_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, const void *z,
+                              m2c_dtype z_dtype, int64_t ldz, m2c_tensor weight, int64_t R,
+                              int64_t I, int64_t group_size, float eps) {
+    (void)out_dtype, (void)z_dtype;
     m2c_rmsnorm_gated(out, y, z, ldz, weight, R, I, group_size, eps);
 }
 
-static m2c_status cpu_linear(float *out, int64_t ldo, const void *x, m2c_dtype x_dtype,
-                             int64_t ldx, m2c_tensor W, m2c_tensor bias, int64_t R, int64_t K,
-                             int64_t O, int accumulate) {
-    (void)x_dtype;
+static m2c_status cpu_linear(void *out, m2c_dtype out_dtype, int64_t ldo, const void *x,
+                             m2c_dtype x_dtype, int64_t ldx, m2c_tensor W, m2c_tensor bias,
+                             int64_t R, int64_t K, int64_t O, int accumulate) {
+    (void)out_dtype, (void)x_dtype;
     return m2c_linear(out, ldo, x, ldx, W, bias, R, K, O, accumulate);
 }
 
-static void cpu_ssd_inputs(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
-                           m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight, int64_t R,
-                           int64_t H, float lo, float hi) {
+static void cpu_conv1d(float *out, float *state, int has_state, const void *in,
+                       m2c_dtype in_dtype, int64_t ldin, m2c_tensor w, m2c_tensor bias,
+                       const float *mask, int64_t B, int64_t T, int64_t C, int64_t K, int silu) {
+    (void)in_dtype;
+    m2c_conv1d(out, state, has_state, in, ldin, w, bias, mask, B, T, C, K, silu);
+}
+
+static void cpu_ssd_inputs(float *dt, float *A, float *D, const void *raw, m2c_dtype raw_dtype,
+                           int64_t ldraw, m2c_tensor dt_bias, m2c_tensor A_log,
+                           m2c_tensor D_weight, int64_t R, int64_t H, float lo, float hi) {
+    (void)raw_dtype;
     m2c_dt_softplus(dt, raw, ldraw, dt_bias, R, H, lo, hi);
     for (int64_t h = 0; h < H; h++) {
         A[h] = -expf(m2c_load(A_log, h));
@@ -106,10 +121,11 @@ const m2c_backend m2c_cpu_backend = {
     .copy = cpu_copy,
     .embedding = cpu_embedding,
     .product_input = cpu_product_input,
+    .product_output = cpu_product_output,
     .rmsnorm = cpu_rmsnorm,
     .rmsnorm_gated = cpu_rmsnorm_gated,
     .linear = cpu_linear,
-    .conv1d = m2c_conv1d,
+    .conv1d = cpu_conv1d,
     .ssd_inputs = cpu_ssd_inputs,
     .ssd_chunked = cpu_ssd_chunked,
     .ssd_work_floats = m2c_ssd_work_floats,

@@ -131,11 +131,17 @@ static m2c_dtype cuda_product_input(m2c_dtype weights, int64_t R) {
     return R == 1 ? M2C_F32 : weights;
 }
 
-static m2c_status cuda_linear(float *out, int64_t ldo, const void *x, m2c_dtype x_dtype,
-                              int64_t ldx, m2c_tensor W, m2c_tensor bias, int64_t R, int64_t K,
-                              int64_t O, int accumulate) {
+/* A 16-bit model's input projection is stored in its 16-bit type, as transformers' model
+ * rounds it: the conv, the time steps and the gate then read half the bytes. */
+static m2c_dtype cuda_product_output(m2c_dtype weights) { return weights; }
+
+static m2c_status cuda_linear(void *out, m2c_dtype out_dtype, int64_t ldo, const void *x,
+                              m2c_dtype x_dtype, int64_t ldx, m2c_tensor W, m2c_tensor bias,
+                              int64_t R, int64_t K, int64_t O, int accumulate) {
+    if (accumulate && out_dtype != M2C_F32)
+        return m2c_fail(M2C_ERR_TYPE, "a product accumulates only into float32");
     if (R == 1 && x_dtype == M2C_F32) { /* memory-bound: one pass over W */
-        m2c_cuda_gemv(out, (const float *)x, W, bias, K, O, accumulate);
+        m2c_cuda_gemv(out, out_dtype, (const float *)x, W, bias, K, O, accumulate);
         return M2C_OK;
     }
     if (x_dtype != W.dtype) { /* float32 rows for 16-bit weights: rounded here first */
@@ -146,8 +152,8 @@ static m2c_status cuda_linear(float *out, int64_t ldo, const void *x, m2c_dtype 
         x = buf;
         ldx = K;
     }
-    m2c_status st = m2c_cuda_gemm(out, ldo, x, ldx, W.dtype, W, R, K, O, accumulate);
-    if (st == M2C_OK && bias.data) m2c_cuda_add_bias(out, ldo, bias, R, O);
+    m2c_status st = m2c_cuda_gemm(out, out_dtype, ldo, x, ldx, W.dtype, W, R, K, O, accumulate);
+    if (st == M2C_OK && bias.data) m2c_cuda_add_bias(out, out_dtype, ldo, bias, R, O);
     return st;
 }
 
@@ -205,6 +211,7 @@ extern "C" const m2c_backend m2c_cuda_backend = {
     cuda_copy,
     cuda_embedding,
     cuda_product_input,
+    cuda_product_output,
     m2c_cuda_rmsnorm,
     m2c_cuda_rmsnorm_gated,
     cuda_linear,

@@ -131,6 +131,35 @@ __device__ __forceinline__ m2c_floats<VEC> m2c_load_floats(const float *p) {
     return f;
 }
 
+/* v widened to float32. */
+__device__ __forceinline__ float m2c_to_float(float v) { return v; }
+__device__ __forceinline__ float m2c_to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float m2c_to_float(__half v) { return __half2float(v); }
+
+/* VEC consecutive elements of T (float, bf16 or f16) widened to float32, moved as one access of
+ * 4 x sizeof(T) bytes when VEC is 4 (p then a multiple of that). */
+template <int VEC, class T> __device__ __forceinline__ m2c_floats<VEC> m2c_load_as(const T *p) {
+    if constexpr (std::is_same_v<T, float>) {
+        return m2c_load_floats<VEC>(p);
+    } else if constexpr (VEC == 4) {
+        const uint2 q = *(const uint2 *)p;
+        const unsigned short bits[4] = {(unsigned short)q.x, (unsigned short)(q.x >> 16),
+                                        (unsigned short)q.y, (unsigned short)(q.y >> 16)};
+        m2c_floats<VEC> f;
+        for (int i = 0; i < 4; i++) {
+            if constexpr (std::is_same_v<T, __nv_bfloat16>)
+                f.v[i] = __bfloat162float(__ushort_as_bfloat16(bits[i]));
+            else
+                f.v[i] = __half2float(__ushort_as_half(bits[i]));
+        }
+        return f;
+    } else {
+        m2c_floats<VEC> f;
+        for (int i = 0; i < VEC; i++) f.v[i] = m2c_to_float(p[i]);
+        return f;
+    }
+}
+
 /* v rounded to nearest even in T (float: unchanged). */
 template <class T> __device__ __forceinline__ T m2c_round_to(float v) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
@@ -162,6 +191,16 @@ __device__ __forceinline__ void m2c_store_as(T *p, const m2c_floats<VEC> &f) {
  * bytes. */
 template <class T> static inline bool m2c_rows_vec4(const T *p, int64_t stride) {
     return (uintptr_t)p % (4 * sizeof(T)) == 0 && stride % 4 == 0;
+}
+
+/* f(p) with p seen as pointing to elements of `dtype` (float, bf16 or f16), const as given. */
+template <class V, class F> static void m2c_with_type(V *p, m2c_dtype dtype, F f) {
+    constexpr bool c = std::is_const_v<V>;
+    switch (dtype) {
+    case M2C_BF16: f((std::conditional_t<c, const __nv_bfloat16, __nv_bfloat16> *)p); break;
+    case M2C_F16: f((std::conditional_t<c, const __half, __half> *)p); break;
+    default: f((std::conditional_t<c, const float, float> *)p);
+    }
 }
 
 static inline unsigned m2c_blocks(int64_t n, int threads) {

@@ -1,20 +1,24 @@
-/* Causal depthwise conv1d + SiLU + padding mask, and the conv-state update.
- * Threads run across channels (coalesced reads of each input row, in 16-byte accesses of four
- * channels where the rows allow them) and each walks a segment of time with the last K inputs in
- * registers; segments give a long prompt enough blocks to fill the GPU. The state is rewritten
- * once every segment has read it: by the same thread when there is one segment (decode), else
- * by a second launch. Launched early: the taps are read while the product before finishes. */
+/* Causal depthwise conv1d + SiLU + padding mask, and the conv-state update. The input is the
+ * projection's output, in float32 or in the 16-bit type it was rounded to (InT); the output and
+ * the state are float32. Threads run across channels (coalesced reads of each input row, in
+ * 16-byte accesses of four channels where the rows allow them) and each walks a segment of time
+ * with the last K inputs in registers; segments give a long prompt enough blocks to fill the
+ * GPU. The state is rewritten once every segment has read it: by the same thread when there is
+ * one segment (decode), else by a second launch. Launched early: the taps are read while the
+ * product before finishes. */
 #include "kernels.cuh"
 
 enum { CONV_THREADS = 128, CONV_SEGMENT = 64, CONV_AHEAD = 4, CONV_MAX_K = 16 };
 
 /* state[b, c, :] = the last K inputs (older ones from the previous state, or zeros); ascending
  * k reads only entries not yet rewritten. */
-__device__ __forceinline__ void store_state(float *s, int has_state, const float *in,
+template <class InT>
+__device__ __forceinline__ void store_state(float *s, int has_state, const InT *in,
                                             int64_t ldin, int64_t b, int64_t c, int64_t T, int K) {
     for (int k = 0; k < K; k++) {
         int64_t src = T - K + k;
-        s[k] = src >= 0 ? in[(b * T + src) * ldin + c] : has_state ? s[K + src] : 0.0f;
+        s[k] = src >= 0 ? m2c_to_float(in[(b * T + src) * ldin + c])
+                        : has_state ? s[K + src] : 0.0f;
     }
 }
 
@@ -23,9 +27,9 @@ __device__ __forceinline__ void store_state(float *s, int has_state, const float
  * local memory); conv1d_launch instantiates 1..CONV_MAX_K. The inputs of CONV_AHEAD steps are
  * loaded before any of their outputs is computed, so that each thread has that many loads in
  * flight (one at a time left the H200 at 60% of its bandwidth). */
-template <int K, int VEC>
+template <int K, int VEC, class InT>
 __global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_state,
-                              const float *__restrict__ in, int64_t ldin, m2c_tensor w,
+                              const InT *__restrict__ in, int64_t ldin, m2c_tensor w,
                               m2c_tensor bias, const float *mask, int64_t T, int64_t C,
                               int silu) {
     const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC;
@@ -44,7 +48,7 @@ __global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_sta
 #pragma unroll
     for (int k = 0; k < K - 1; k++) {
         const int64_t src = t0 - (K - 1) + k;
-        if (src >= 0) window[k] = m2c_load_floats<VEC>(in + (b * T + src) * ldin + c0);
+        if (src >= 0) window[k] = m2c_load_as<VEC>(in + (b * T + src) * ldin + c0);
         else
             for (int v = 0; v < VEC; v++)
                 window[k].v[v] = has_state ? state[(b * C + c0 + v) * K + K + src] : 0.0f;
@@ -54,7 +58,7 @@ __global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_sta
 #pragma unroll
         for (int u = 0; u < CONV_AHEAD; u++)
             if (t + u < t1)
-                window[K - 1 + u] = m2c_load_floats<VEC>(in + (b * T + t + u) * ldin + c0);
+                window[K - 1 + u] = m2c_load_as<VEC>(in + (b * T + t + u) * ldin + c0);
 #pragma unroll
         for (int u = 0; u < CONV_AHEAD; u++) {
             if (t + u >= t1) break;
@@ -76,29 +80,29 @@ __global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_sta
             store_state(state + (b * C + c0 + v) * K, has_state, in, ldin, b, c0 + v, T, K);
 }
 
-template <int K, int VEC>
+template <int K, int VEC, class InT>
 static void conv1d_launch(int kernel_width, dim3 grid, float *out, float *state, int has_state,
-                          const float *in, int64_t ldin, m2c_tensor w, m2c_tensor bias,
+                          const InT *in, int64_t ldin, m2c_tensor w, m2c_tensor bias,
                           const float *mask, int64_t T, int64_t C, int silu) {
     if (kernel_width == K)
-        m2c_launch_early(conv1d_kernel<K, VEC>, grid, dim3(CONV_THREADS), 0, 1, out, state,
+        m2c_launch_early(conv1d_kernel<K, VEC, InT>, grid, dim3(CONV_THREADS), 0, 1, out, state,
                          has_state, in, ldin, w, bias, mask, T, C, silu);
     else if constexpr (K < CONV_MAX_K)
         conv1d_launch<K + 1, VEC>(kernel_width, grid, out, state, has_state, in, ldin, w, bias,
                                   mask, T, C, silu);
 }
 
-__global__ void conv_state_kernel(float *state, int has_state, const float *in, int64_t ldin,
+template <class InT>
+__global__ void conv_state_kernel(float *state, int has_state, const InT *in, int64_t ldin,
                                   int64_t T, int64_t C, int K) {
     const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
     if (c < C) store_state(state + (b * C + c) * K, has_state, in, ldin, b, c, T, K);
 }
 
-void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, int64_t ldin,
-                     m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
-                     int64_t C, int64_t K, int silu) {
-    if (B * T * C == 0) return;
-    has_state = has_state && state;
+template <class InT>
+static void conv1d(float *out, float *state, int has_state, const InT *in, int64_t ldin,
+                   m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
+                   int64_t C, int64_t K, int silu) {
     const unsigned segments = m2c_blocks(T, CONV_SEGMENT);
     /* Four channels a thread where the rows allow it, except for a single token (decode): there
      * the conv-state update is most of the work, and a thread a channel spreads it wider. */
@@ -111,4 +115,14 @@ void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, i
     if (state && segments > 1)
         conv_state_kernel<<<dim3(m2c_blocks(C, CONV_THREADS), (unsigned)B), CONV_THREADS, 0,
                             m2c_cuda_stream()>>>(state, has_state, in, ldin, T, C, (int)K);
+}
+
+void m2c_cuda_conv1d(float *out, float *state, int has_state, const void *in, m2c_dtype in_dtype,
+                     int64_t ldin, m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B,
+                     int64_t T, int64_t C, int64_t K, int silu) {
+    if (B * T * C == 0) return;
+    has_state = has_state && state;
+    m2c_with_type(in, in_dtype, [&](auto *typed) {
+        conv1d(out, state, has_state, typed, ldin, w, bias, mask, B, T, C, K, silu);
+    });
 }

@@ -89,8 +89,9 @@ static cudaDataType_t data_type(m2c_dtype dtype) {
     }
 }
 
-m2c_status m2c_cuda_gemm(float *out, int64_t ldo, const void *x, int64_t ldx, m2c_dtype x_dtype,
-                         m2c_tensor W, int64_t R, int64_t K, int64_t O, int accumulate) {
+m2c_status m2c_cuda_gemm(void *out, m2c_dtype out_dtype, int64_t ldo, const void *x, int64_t ldx,
+                         m2c_dtype x_dtype, m2c_tensor W, int64_t R, int64_t K, int64_t O,
+                         int accumulate) {
     cublasHandle_t h;
     m2c_status st = handle_for_device(&h);
     if (st != M2C_OK) return st;
@@ -103,8 +104,8 @@ m2c_status m2c_cuda_gemm(float *out, int64_t ldo, const void *x, int64_t ldx, m2
      * weights (no TF32), so results match the CPU to float32 rounding. */
     cublasStatus_t s = lib.gemm_ex(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)O, (int)R, (int)K, &alpha,
                                    W.data, data_type(W.dtype), (int)K, x, data_type(x_dtype),
-                                   (int)ldx, &beta, out, CUDA_R_32F, (int)ldo, CUBLAS_COMPUTE_32F,
-                                   CUBLAS_GEMM_DEFAULT);
+                                   (int)ldx, &beta, out, data_type(out_dtype), (int)ldo,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (s != 0)
         return m2c_fail(M2C_ERR_RUNTIME, "cublasGemmEx failed with status %d (%lld x %lld x %lld)",
                         s, (long long)R, (long long)K, (long long)O);
@@ -127,8 +128,8 @@ m2c_status m2c_cuda_prepare_products(m2c_dtype dtype) {
                                                   m2c_cuda_stream());
     if (err == cudaSuccess) {
         const m2c_tensor W = {buf, dtype};
-        st = m2c_cuda_gemm(buf + 2 * elements, SIDE, buf + elements, SIDE, dtype, W, SIDE, SIDE,
-                           SIDE, 0);
+        st = m2c_cuda_gemm(buf + 2 * elements, M2C_F32, SIDE, buf + elements, SIDE, dtype, W,
+                           SIDE, SIDE, SIDE, 0);
         err = cudaStreamSynchronize(m2c_cuda_stream());
     }
     cudaFree(buf);

@@ -4,10 +4,12 @@
 
 #include "common.cuh"
 
-/* out[r, o] = sum_k x[r, k] W[o, k] (+ out[r, o] when accumulate), float32 accumulation and
- * output. x [R, K] with row stride ldx holds `x_dtype`, the same type as W. */
-m2c_status m2c_cuda_gemm(float *out, int64_t ldo, const void *x, int64_t ldx, m2c_dtype x_dtype,
-                         m2c_tensor W, int64_t R, int64_t K, int64_t O, int accumulate);
+/* out[r, o] = sum_k x[r, k] W[o, k] (+ out[r, o] when accumulate), float32 accumulation, the
+ * output stored as `out_dtype` (float32, or W's 16-bit type). x [R, K] with row stride ldx holds
+ * `x_dtype`, the same type as W. */
+m2c_status m2c_cuda_gemm(void *out, m2c_dtype out_dtype, int64_t ldo, const void *x, int64_t ldx,
+                         m2c_dtype x_dtype, m2c_tensor W, int64_t R, int64_t K, int64_t O,
+                         int accumulate);
 
 /* cuBLAS spends tens of milliseconds on the first product of a process (40 ms on an H200),
  * setting itself up and loading kernels. This opens it on the current device and runs one small

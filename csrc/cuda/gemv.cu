@@ -49,9 +49,17 @@ __device__ __forceinline__ float dot(uint4 raw, T type, const float *x, int64_t 
     return acc;
 }
 
-template <typename T>
+/* out[o] = v, or out[o] += v when accumulating (float32 only), rounded to OutT. */
+template <typename OutT>
+__device__ __forceinline__ void store_output(OutT *out, int64_t o, float v, int accumulate) {
+    if constexpr (std::is_same_v<OutT, float>) out[o] = (accumulate ? out[o] : 0.0f) + v;
+    else out[o] = m2c_round_to<OutT>(v);
+}
+
+/* out: float32, or (never accumulating) the 16-bit type the projection rounds to. */
+template <typename T, typename OutT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
-gemv_kernel(float *out, const float *x, const T *W, m2c_tensor bias, int64_t K, int64_t O,
+gemv_kernel(OutT *out, const float *x, const T *W, m2c_tensor bias, int64_t K, int64_t O,
             int accumulate) {
     constexpr int N = Pack<T>::N;
     const int lane = threadIdx.x & 31;
@@ -77,11 +85,12 @@ gemv_kernel(float *out, const float *x, const T *W, m2c_tensor bias, int64_t K, 
     }
     m2c_let_next_start(); /* this block's weights are read: the next kernel may be placed */
     acc = m2c_warp_sum(acc);
-    if (lane == 0) out[o] = (accumulate ? out[o] : 0.0f) + acc + m2c_load_or_zero(bias, o);
+    if (lane == 0) store_output(out, o, acc + m2c_load_or_zero(bias, o), accumulate);
 }
 
 /* Any alignment, any K: one weight at a time. */
-__global__ void gemv_scalar_kernel(float *out, const float *x, m2c_tensor W, m2c_tensor bias,
+template <typename OutT>
+__global__ void gemv_scalar_kernel(OutT *out, const float *x, m2c_tensor W, m2c_tensor bias,
                                    int64_t K, int64_t O, int accumulate) {
     const int lane = threadIdx.x & 31;
     const int64_t o = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
@@ -89,30 +98,32 @@ __global__ void gemv_scalar_kernel(float *out, const float *x, m2c_tensor W, m2c
     float acc = 0.0f;
     for (int64_t k = lane; k < K; k += 32) acc += m2c_load(W, o * K + k) * x[k];
     acc = m2c_warp_sum(acc);
-    if (lane == 0) out[o] = (accumulate ? out[o] : 0.0f) + acc + m2c_load_or_zero(bias, o);
+    if (lane == 0) store_output(out, o, acc + m2c_load_or_zero(bias, o), accumulate);
 }
 
-template <typename T>
-static void launch(float *out, const float *x, const void *W, m2c_tensor bias, int64_t K,
+template <typename T, typename OutT>
+static void launch(OutT *out, const float *x, const void *W, m2c_tensor bias, int64_t K,
                    int64_t O, int accumulate) {
     /* Early: the first weights stream in while the norm before it finishes. */
-    m2c_launch_early(gemv_kernel<T>, dim3(m2c_blocks(O, GEMV_WARPS)), dim3(GEMV_WARPS * 32), 0,
-                     1, out, x, (const T *)W, bias, K, O, accumulate);
+    m2c_launch_early(gemv_kernel<T, OutT>, dim3(m2c_blocks(O, GEMV_WARPS)),
+                     dim3(GEMV_WARPS * 32), 0, 1, out, x, (const T *)W, bias, K, O, accumulate);
 }
 
-void m2c_cuda_gemv(float *out, const float *x, m2c_tensor W, m2c_tensor bias, int64_t K,
-                   int64_t O, int accumulate) {
+void m2c_cuda_gemv(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor W, m2c_tensor bias,
+                   int64_t K, int64_t O, int accumulate) {
     if (O == 0) return;
     const int per_load = W.dtype == M2C_F32 ? 4 : 8;
     const int aligned = (uintptr_t)W.data % 16 == 0 && (uintptr_t)x % 16 == 0 && K % per_load == 0;
-    if (!aligned) {
-        gemv_scalar_kernel<<<m2c_blocks(O, GEMV_WARPS), GEMV_WARPS * 32, 0, m2c_cuda_stream()>>>(
-            out, x, W, bias, K, O, accumulate);
-        return;
-    }
-    switch (W.dtype) {
-    case M2C_BF16: launch<__nv_bfloat16>(out, x, W.data, bias, K, O, accumulate); break;
-    case M2C_F16: launch<__half>(out, x, W.data, bias, K, O, accumulate); break;
-    default: launch<float>(out, x, W.data, bias, K, O, accumulate); break;
-    }
+    m2c_with_type(out, out_dtype, [&](auto *typed) {
+        if (!aligned) {
+            gemv_scalar_kernel<<<m2c_blocks(O, GEMV_WARPS), GEMV_WARPS * 32, 0,
+                                 m2c_cuda_stream()>>>(typed, x, W, bias, K, O, accumulate);
+            return;
+        }
+        switch (W.dtype) {
+        case M2C_BF16: launch<__nv_bfloat16>(typed, x, W.data, bias, K, O, accumulate); break;
+        case M2C_F16: launch<__half>(typed, x, W.data, bias, K, O, accumulate); break;
+        default: launch<float>(typed, x, W.data, bias, K, O, accumulate); break;
+        }
+    });
 }

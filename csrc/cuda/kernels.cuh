@@ -1,8 +1,10 @@
 /* CUDA kernels: the operations of csrc/cpu/kernels.h with the same arguments and meaning, on
  * device pointers. Every launcher queues its work on m2c_cuda_stream() and returns at once;
- * errors surface at the backend's next check (cudaGetLastError). Activations are float32 (the
- * norms may write theirs in a product's 16-bit type); weights are m2c_tensor in float32,
- * bfloat16 or float16; accumulation is float32. */
+ * errors surface at the backend's next check (cudaGetLastError). Activations are float32, except
+ * where a type is passed with them: the norms may write theirs in a product's 16-bit type, and a
+ * 16-bit model's input projection is written in its 16-bit type, which the conv, the time steps
+ * and the gate read. Weights are m2c_tensor in float32, bfloat16 or float16; accumulation is
+ * float32. */
 #ifndef M2C_CUDA_KERNELS_CUH
 #define M2C_CUDA_KERNELS_CUH
 
@@ -19,17 +21,17 @@ void m2c_cuda_embedding(float *out, const int64_t *ids, int64_t ld_ids, m2c_tens
 void m2c_cuda_rmsnorm(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor weight,
                       const float *row_scale, int64_t R, int64_t D, float eps);
 
-void m2c_cuda_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, const float *z,
-                            int64_t ldz, m2c_tensor weight, int64_t R, int64_t I,
-                            int64_t group_size, float eps);
+void m2c_cuda_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, const void *z,
+                            m2c_dtype z_dtype, int64_t ldz, m2c_tensor weight, int64_t R,
+                            int64_t I, int64_t group_size, float eps);
 
-void m2c_cuda_conv1d(float *out, float *state, int has_state, const float *in, int64_t ldin,
-                     m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
-                     int64_t C, int64_t K, int silu);
+void m2c_cuda_conv1d(float *out, float *state, int has_state, const void *in, m2c_dtype in_dtype,
+                     int64_t ldin, m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B,
+                     int64_t T, int64_t C, int64_t K, int silu);
 
-void m2c_cuda_ssd_inputs(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
-                         m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight, int64_t R,
-                         int64_t H, float lo, float hi);
+void m2c_cuda_ssd_inputs(float *dt, float *A, float *D, const void *raw, m2c_dtype raw_dtype,
+                         int64_t ldraw, m2c_tensor dt_bias, m2c_tensor A_log,
+                         m2c_tensor D_weight, int64_t R, int64_t H, float lo, float hi);
 
 void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, const float *Bm,
                        const float *Cm, int64_t ldx, const float *dt, const float *A,
@@ -48,17 +50,20 @@ m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const flo
 size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t N, int64_t G);
 
 /* The product of one row (decode at batch 1): out[o] = sum_k x[k] W[o, k] + bias[o] (+ out[o]
- * when accumulate), each weight read once in 16-byte loads. */
-void m2c_cuda_gemv(float *out, const float *x, m2c_tensor W, m2c_tensor bias, int64_t K,
-                   int64_t O, int accumulate);
+ * when accumulate, float32 only), each weight read once in 16-byte loads; out holds
+ * `out_dtype`. */
+void m2c_cuda_gemv(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor W, m2c_tensor bias,
+                   int64_t K, int64_t O, int accumulate);
 
 /* dst[r, k] = src[r * lds + k] rounded to `dtype` (bf16 or f16), dst dense [R, K]: the
  * activation side of a tensor-core GEMM. */
 void m2c_cuda_round_rows(void *dst, m2c_dtype dtype, const float *src, int64_t lds, int64_t R,
                          int64_t K);
 
-/* out[r, o] += bias[o] for out [R, O] with row stride ldo. */
-void m2c_cuda_add_bias(float *out, int64_t ldo, m2c_tensor bias, int64_t R, int64_t O);
+/* out[r, o] += bias[o] for out [R, O] of `out_dtype` with row stride ldo (a 16-bit out is
+ * rounded again after the add). */
+void m2c_cuda_add_bias(void *out, m2c_dtype out_dtype, int64_t ldo, m2c_tensor bias, int64_t R,
+                       int64_t O);
 
 /* losses[b * T + t] = cross-entropy of logits[b, t] against labels[b, t + 1] (0 and counts[..]
  * = 0 where the label is -100 or t is the last position); counts[...] = 1 where it counts. */

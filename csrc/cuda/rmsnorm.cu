@@ -1,8 +1,9 @@
 /* RMSNorm and the gated RMSNorm, one kernel: a block per row (or per row and norm group), a
  * block-wide sum of squares, then a second pass scaling the values kept in registers; at decode
  * a wide gated-norm group is split over a cluster of blocks instead. The output is float32, or
- * the 16-bit type a tensor-core product reads (OutT), rounded as it is stored. Both are launched
- * early; the cluster kernel reads its weights before waiting for its input. */
+ * the 16-bit type a tensor-core product reads (OutT), rounded as it is stored; the gate z is in
+ * the type the projection before wrote it (ZT). Both are launched early; the cluster kernel
+ * reads its weights before waiting for its input. */
 #include <cooperative_groups.h>
 
 #include "kernels.cuh"
@@ -21,22 +22,23 @@ static int norm_threads(int64_t rows) { return rows < 128 ? 1024 : 256; }
  * took more in resident blocks than the re-reading (62.1 against 56.8 us over 2,048 rows). */
 enum { NORM_MAX_KEPT = 4, NORM_VEC_THREADS = 256 };
 
-template <int VEC, int KEPT, bool GATED, class OutT>
+template <int VEC, int KEPT, bool GATED, class OutT, class ZT>
 __global__ void __launch_bounds__(VEC == 4 ? NORM_VEC_THREADS : 1024)
-norm_rows_kernel(OutT *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
+norm_rows_kernel(OutT *out, const float *y, const ZT *z, int64_t ldz, m2c_tensor weight,
                  const float *row_scale, int64_t I, int64_t group_size, float eps) {
     __shared__ float scratch[32];
     m2c_wait_for_previous();
     m2c_let_next_start(); /* a product reading this output may begin streaming its weights */
     const int64_t r = blockIdx.y, g0 = (int64_t)blockIdx.x * group_size;
-    const float *yr = y + r * I + g0, *zr = GATED ? z + r * ldz + g0 : nullptr;
+    const float *yr = y + r * I + g0;
+    const ZT *zr = GATED ? z + r * ldz + g0 : nullptr;
     OutT *outr = out + r * I + g0;
     const int64_t first = (int64_t)VEC * threadIdx.x, stride = (int64_t)VEC * blockDim.x;
     const int64_t kept_end = KEPT * stride;
     auto gate = [&](int64_t i) { /* g at i .. i + VEC - 1 */
         m2c_floats<VEC> g = m2c_load_floats<VEC>(yr + i);
         if constexpr (GATED) {
-            const m2c_floats<VEC> zv = m2c_load_floats<VEC>(zr + i);
+            const m2c_floats<VEC> zv = m2c_load_as<VEC>(zr + i);
             for (int e = 0; e < VEC; e++) g.v[e] *= m2c_silu(zv.v[e]);
         }
         return g;
@@ -77,8 +79,8 @@ norm_rows_kernel(OutT *out, const float *y, const float *z, int64_t ldz, m2c_ten
 
 /* The kernel keeping KEPT values a thread, the fewest of 1, 2, 4 .. NORM_MAX_KEPT that hold a
  * group of group_size in `threads` threads (or NORM_MAX_KEPT). */
-template <int VEC, bool GATED, int KEPT = 1, class OutT>
-static void launch_kept(int threads, OutT *out, const float *y, const float *z, int64_t ldz,
+template <int VEC, bool GATED, int KEPT = 1, class OutT, class ZT>
+static void launch_kept(int threads, OutT *out, const float *y, const ZT *z, int64_t ldz,
                         m2c_tensor weight, const float *row_scale, int64_t R, int64_t I,
                         int64_t group_size, float eps) {
     if constexpr (KEPT < NORM_MAX_KEPT) {
@@ -86,14 +88,14 @@ static void launch_kept(int threads, OutT *out, const float *y, const float *z, 
             return launch_kept<VEC, GATED, 2 * KEPT>(threads, out, y, z, ldz, weight, row_scale,
                                                       R, I, group_size, eps);
     }
-    m2c_launch_early(norm_rows_kernel<VEC, KEPT, GATED, OutT>,
+    m2c_launch_early(norm_rows_kernel<VEC, KEPT, GATED, OutT, ZT>,
                      dim3((unsigned)(I / group_size), (unsigned)R), dim3(threads), 0, 1, out, y, z,
                      ldz, weight, row_scale, I, group_size, eps);
 }
 
 /* Rows of groups: 16-byte accesses where the rows allow them. */
-template <bool GATED, class OutT>
-static void norm_rows(OutT *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
+template <bool GATED, class OutT, class ZT>
+static void norm_rows(OutT *out, const float *y, const ZT *z, int64_t ldz, m2c_tensor weight,
                       const float *row_scale, int64_t R, int64_t I, int64_t group_size,
                       float eps) {
     if (group_size % 4 == 0 && m2c_rows_vec4(y, I) && m2c_rows_vec4(out, I) &&
@@ -105,20 +107,11 @@ static void norm_rows(OutT *out, const float *y, const float *z, int64_t ldz, m2
                               row_scale, R, I, group_size, eps);
 }
 
-/* f(typed out) with out seen as elements of `dtype`. */
-template <class F> static void with_out_type(void *out, m2c_dtype dtype, F f) {
-    switch (dtype) {
-    case M2C_BF16: f((__nv_bfloat16 *)out); break;
-    case M2C_F16: f((__half *)out); break;
-    default: f((float *)out);
-    }
-}
-
 void m2c_cuda_rmsnorm(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor weight,
                       const float *row_scale, int64_t R, int64_t D, float eps) {
     if (R == 0 || D == 0) return;
-    with_out_type(out, out_dtype, [&](auto *o) {
-        norm_rows<false>(o, x, nullptr, 0, weight, row_scale, R, D, D, eps);
+    m2c_with_type(out, out_dtype, [&](auto *o) {
+        norm_rows<false>(o, x, (const float *)nullptr, 0, weight, row_scale, R, D, D, eps);
     });
 }
 
@@ -128,8 +121,8 @@ void m2c_cuda_rmsnorm(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor
  * squares through distributed shared memory, so the group is read once, in parallel. */
 enum { SLICES = 8, SLICE_THREADS = 256, SLICE_KEPT = 8 };
 
-template <class OutT>
-__global__ void rmsnorm_gated_cluster_kernel(OutT *out, const float *y, const float *z,
+template <class OutT, class ZT>
+__global__ void rmsnorm_gated_cluster_kernel(OutT *out, const float *y, const ZT *z,
                                              int64_t ldz, m2c_tensor weight, int64_t I,
                                              int64_t group_size, float eps) {
 #if __CUDA_ARCH__ >= 900
@@ -148,7 +141,7 @@ __global__ void rmsnorm_gated_cluster_kernel(OutT *out, const float *y, const fl
 #pragma unroll
     for (int j = 0; j < SLICE_KEPT; j++) { /* every load issued before the reduction waits */
         const int64_t i = i0 + threadIdx.x + (int64_t)j * SLICE_THREADS;
-        g[j] = i < i0 + slice ? y[r * I + i] * m2c_silu(z[r * ldz + i]) : 0.0f;
+        g[j] = i < i0 + slice ? y[r * I + i] * m2c_silu(m2c_to_float(z[r * ldz + i])) : 0.0f;
         sum += g[j] * g[j];
     }
     sum = m2c_block_sum(sum, scratch);
@@ -166,13 +159,13 @@ __global__ void rmsnorm_gated_cluster_kernel(OutT *out, const float *y, const fl
 #endif
 }
 
-template <class OutT>
-static void rmsnorm_gated(OutT *out, const float *y, const float *z, int64_t ldz,
+template <class OutT, class ZT>
+static void rmsnorm_gated(OutT *out, const float *y, const ZT *z, int64_t ldz,
                           m2c_tensor weight, int64_t R, int64_t I, int64_t group_size, float eps) {
     const int64_t blocks = R * (I / group_size);
     if (blocks < 32 && group_size % (SLICES * SLICE_THREADS) == 0 &&
         group_size <= (int64_t)SLICES * SLICE_THREADS * SLICE_KEPT && m2c_sm90_binary()) {
-        m2c_launch_early(rmsnorm_gated_cluster_kernel<OutT>,
+        m2c_launch_early(rmsnorm_gated_cluster_kernel<OutT, ZT>,
                          dim3((unsigned)(I / group_size * SLICES), (unsigned)R),
                          dim3(SLICE_THREADS), 0, SLICES, out, y, z, ldz, weight, I, group_size,
                          eps);
@@ -181,11 +174,13 @@ static void rmsnorm_gated(OutT *out, const float *y, const float *z, int64_t ldz
     norm_rows<true>(out, y, z, ldz, weight, nullptr, R, I, group_size, eps);
 }
 
-void m2c_cuda_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, const float *z,
-                            int64_t ldz, m2c_tensor weight, int64_t R, int64_t I,
-                            int64_t group_size, float eps) {
+void m2c_cuda_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, const void *z,
+                            m2c_dtype z_dtype, int64_t ldz, m2c_tensor weight, int64_t R,
+                            int64_t I, int64_t group_size, float eps) {
     if (R == 0 || I == 0) return;
-    with_out_type(out, out_dtype, [&](auto *o) {
-        rmsnorm_gated(o, y, z, ldz, weight, R, I, group_size, eps);
+    m2c_with_type(out, out_dtype, [&](auto *o) {
+        m2c_with_type(z, z_dtype, [&](auto *zt) {
+            rmsnorm_gated(o, y, zt, ldz, weight, R, I, group_size, eps);
+        });
     });
 }

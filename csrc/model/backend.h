@@ -34,25 +34,31 @@ struct m2c_backend {
      * write the outputs that feed a product in that type, so that no separate pass converts
      * them (CUDA: the weights' 16-bit type for tensor-core products; the CPU: float32). */
     m2c_dtype (*product_input)(m2c_dtype weights, int64_t R);
+    /* The type the input projection's output is stored in, for weights of type `weights`:
+     * float32, or (CUDA) the weights' 16-bit type, rounded there as transformers' 16-bit model
+     * rounds it. The conv, ssd_inputs and the gated norm's z read it in that type. */
+    m2c_dtype (*product_output)(m2c_dtype weights);
     /* The norms' `out` holds elements of `out_dtype`, float32 or what product_input gave. */
     void (*rmsnorm)(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor weight,
                     const float *row_scale, int64_t R, int64_t D, float eps);
-    void (*rmsnorm_gated)(void *out, m2c_dtype out_dtype, const float *y, const float *z,
-                          int64_t ldz, m2c_tensor weight, int64_t R, int64_t I,
+    void (*rmsnorm_gated)(void *out, m2c_dtype out_dtype, const float *y, const void *z,
+                          m2c_dtype z_dtype, int64_t ldz, m2c_tensor weight, int64_t R, int64_t I,
                           int64_t group_size, float eps);
-    /* x: float32, or the type product_input gave for these weights and rows. */
-    m2c_status (*linear)(float *out, int64_t ldo, const void *x, m2c_dtype x_dtype, int64_t ldx,
-                         m2c_tensor W, m2c_tensor bias, int64_t R, int64_t K, int64_t O,
-                         int accumulate);
-    void (*conv1d)(float *out, float *state, int has_state, const float *in, int64_t ldin,
-                   m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
-                   int64_t C, int64_t K, int silu);
+    /* x: float32, or the type product_input gave for these weights and rows. out: float32, or
+     * what product_output gave for W when not accumulating. */
+    m2c_status (*linear)(void *out, m2c_dtype out_dtype, int64_t ldo, const void *x,
+                         m2c_dtype x_dtype, int64_t ldx, m2c_tensor W, m2c_tensor bias, int64_t R,
+                         int64_t K, int64_t O, int accumulate);
+    /* in: elements of `in_dtype` (what product_output gave); out and state: float32. */
+    void (*conv1d)(float *out, float *state, int has_state, const void *in, m2c_dtype in_dtype,
+                   int64_t ldin, m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B,
+                   int64_t T, int64_t C, int64_t K, int silu);
     /* The SSD entries' per-head inputs, in float32: time steps dt[r, h] = clamp(softplus(
-     * raw[r, h] + dt_bias[h]), lo, hi) for R rows, decay rates A[h] = -exp(A_log[h]) and D[h].
-     * One entry, so that a decode step spends one launch on them. */
-    void (*ssd_inputs)(float *dt, float *A, float *D, const float *raw, int64_t ldraw,
-                       m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight, int64_t R,
-                       int64_t H, float lo, float hi);
+     * raw[r, h] + dt_bias[h]), lo, hi) for R rows (raw of `raw_dtype`), decay rates A[h] =
+     * -exp(A_log[h]) and D[h]. One entry, so that a decode step spends one launch on them. */
+    void (*ssd_inputs)(float *dt, float *A, float *D, const void *raw, m2c_dtype raw_dtype,
+                       int64_t ldraw, m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight,
+                       int64_t R, int64_t H, float lo, float hi);
     /* `operands`: the model's weight type. For a 16-bit model a backend may run the in-chunk
      * products at reduced precision (CUDA: TF32 tensor cores); M2C_F32 asks for float32
      * accuracy. The CPU computes in float32 whatever it is given. */

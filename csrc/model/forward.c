@@ -220,15 +220,20 @@ static m2c_status run_block(const m2c_config *c, const m2c_backend *be,
     /* The norms write what feeds a product in the type the product takes. */
     const m2c_dtype in_type = be->product_input(lw->in_proj.dtype, R);
     const m2c_dtype out_type = be->product_input(lw->out_proj.dtype, R);
+    /* The projection's rows [z, xBC, dt], in the type the backend stores them in. */
+    const m2c_dtype proj_type = be->product_output(lw->in_proj.dtype);
+    const size_t proj_size = proj_type == M2C_F32 ? sizeof(float) : sizeof(uint16_t);
+    char *const z = (char *)ws->zxbcdt, *const xBC = z + I * proj_size;
+    char *const dt = xBC + C * proj_size;
     be->rmsnorm(ws->normed, in_type, ws->hidden, lw->norm, mask, R, D, c->eps);
-    st = be->linear(ws->zxbcdt, proj, ws->normed, in_type, D, lw->in_proj, lw->in_proj_bias, R, D,
-                    proj, 0);
+    st = be->linear(z, proj_type, proj, ws->normed, in_type, D, lw->in_proj, lw->in_proj_bias, R,
+                    D, proj, 0);
     if (st != M2C_OK) return backend_status(be, st);
     if ((st = interrupted(a)) != M2C_OK) return st;
-    be->conv1d(ws->xbc, conv_state, has_state, ws->zxbcdt + I, proj, lw->conv1d, lw->conv1d_bias,
+    be->conv1d(ws->xbc, conv_state, has_state, xBC, proj_type, proj, lw->conv1d, lw->conv1d_bias,
                mask, B, Tp, C, c->conv_kernel, 1);
-    be->ssd_inputs(ws->dt, ws->A, ws->D, ws->zxbcdt + I + C, proj, lw->dt_bias, lw->A_log, lw->D,
-                   R, H, c->dt_min, c->dt_max);
+    be->ssd_inputs(ws->dt, ws->A, ws->D, dt, proj_type, proj, lw->dt_bias, lw->A_log, lw->D, R, H,
+                   c->dt_min, c->dt_max);
     if (Tp == 1) { /* decode: a single pass over the state, nothing chunked */
         be->ssd_step(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN, C,
                      ws->dt, ws->A, ws->D, B, H, c->head_dim, c->state_size, c->n_groups);
@@ -243,9 +248,9 @@ static m2c_status run_block(const m2c_config *c, const m2c_backend *be,
      * would land on rows other blocks are still reading), so they go to xbc, whose x, B and C
      * the scan has consumed. */
     void *gated = out_type == M2C_F32 ? (void *)ws->y : (void *)ws->xbc;
-    be->rmsnorm_gated(gated, out_type, ws->y, ws->zxbcdt, proj, lw->gated_norm, R, I,
+    be->rmsnorm_gated(gated, out_type, ws->y, z, proj_type, proj, lw->gated_norm, R, I,
                       I / c->norm_groups, c->eps);
-    return backend_status(be, be->linear(ws->hidden, D, gated, out_type, I, lw->out_proj,
+    return backend_status(be, be->linear(ws->hidden, M2C_F32, D, gated, out_type, I, lw->out_proj,
                                          lw->out_proj_bias, R, I, D, 1));
 }
 
@@ -281,8 +286,9 @@ static m2c_status piece_logits(const m2c_engine *e, const m2c_forward_args *a, m
     const int whole = n == a->n_logits;
     const int64_t calls = whole ? 1 : a->batch, n_rows = whole ? a->batch * n : n;
     for (int64_t b = 0; b < calls; b++) {
-        m2c_status st = be->linear(a->logits + (b * a->n_logits + j0) * V, V, rows + b * n * D,
-                                   M2C_F32, D, e->weights.lm_head, none, n_rows, D, V, 0);
+        m2c_status st = be->linear(a->logits + (b * a->n_logits + j0) * V, M2C_F32, V,
+                                   rows + b * n * D, M2C_F32, D, e->weights.lm_head, none, n_rows,
+                                   D, V, 0);
         if (st != M2C_OK) return backend_status(be, st);
     }
     return M2C_OK;
