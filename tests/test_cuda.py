@@ -79,8 +79,8 @@ def test_forward_matches_cpu(rng, name, T):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("name",
-                         ["wide-chunk64", "odd-widths", "wide-heads", "checkpoint-heads"])
+@pytest.mark.parametrize("name", ["wide-chunk64", "odd-widths", "wide-heads", "checkpoint-heads",
+                                  "groups1-chunk5-bias"])
 def test_16bit_weights_match_cpu(rng, dtype, name):
     cpu, gpu = random_pair(rng, dtype=dtype, **CONFIGS[name])
     ids = rng.integers(0, cpu.config.vocab_size, size=(3, 150))

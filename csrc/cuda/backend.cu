@@ -152,9 +152,11 @@ static m2c_status cuda_linear(void *out, m2c_dtype out_dtype, int64_t ldo, const
         x = buf;
         ldx = K;
     }
-    m2c_status st = m2c_cuda_gemm(out, out_dtype, ldo, x, ldx, W.dtype, W, R, K, O, accumulate);
-    if (st == M2C_OK && bias.data) m2c_cuda_add_bias(out, out_dtype, ldo, bias, R, O);
-    return st;
+    if (bias.data) { /* the bias first, so that the product's output is rounded once */
+        m2c_cuda_bias_rows(out, out_dtype, ldo, bias, R, O, accumulate);
+        accumulate = 1;
+    }
+    return m2c_cuda_gemm(out, out_dtype, ldo, x, ldx, W.dtype, W, R, K, O, accumulate);
 }
 
 /* The scan picks its own chunk length: Q goes unused. */

@@ -60,10 +60,11 @@ void m2c_cuda_gemv(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor W,
 void m2c_cuda_round_rows(void *dst, m2c_dtype dtype, const float *src, int64_t lds, int64_t R,
                          int64_t K);
 
-/* out[r, o] += bias[o] for out [R, O] of `out_dtype` with row stride ldo (a 16-bit out is
- * rounded again after the add). */
-void m2c_cuda_add_bias(void *out, m2c_dtype out_dtype, int64_t ldo, m2c_tensor bias, int64_t R,
-                       int64_t O);
+/* out[r, o] = bias[o] (+ out[r, o] when accumulate) for out [R, O] of `out_dtype` with row
+ * stride ldo: a product accumulating onto it then rounds a 16-bit output once, bias included,
+ * as a product with a bias does in transformers. */
+void m2c_cuda_bias_rows(void *out, m2c_dtype out_dtype, int64_t ldo, m2c_tensor bias, int64_t R,
+                        int64_t O, int accumulate);
 
 /* losses[b * T + t] = cross-entropy of logits[b, t] against labels[b, t + 1] (0 and counts[..]
  * = 0 where the label is -100 or t is the last position); counts[...] = 1 where it counts. */

@@ -29,18 +29,19 @@ void m2c_cuda_round_rows(void *dst, m2c_dtype dtype, const float *src, int64_t l
 }
 
 template <class T>
-__global__ void add_bias_kernel(T *out, int64_t ldo, m2c_tensor bias, int64_t O, int64_t n) {
+__global__ void bias_rows_kernel(T *out, int64_t ldo, m2c_tensor bias, int64_t O, int64_t n,
+                                 int accumulate) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     T *p = out + (i / O) * ldo + i % O;
-    *p = m2c_round_to<T>(m2c_to_float(*p) + m2c_load(bias, i % O));
+    *p = m2c_round_to<T>((accumulate ? m2c_to_float(*p) : 0.0f) + m2c_load(bias, i % O));
 }
 
-void m2c_cuda_add_bias(void *out, m2c_dtype out_dtype, int64_t ldo, m2c_tensor bias, int64_t R,
-                       int64_t O) {
+void m2c_cuda_bias_rows(void *out, m2c_dtype out_dtype, int64_t ldo, m2c_tensor bias, int64_t R,
+                        int64_t O, int accumulate) {
     if (R * O == 0) return;
     m2c_with_type(out, out_dtype, [&](auto *typed) {
-        add_bias_kernel<<<m2c_blocks(R * O, 256), 256, 0, m2c_cuda_stream()>>>(typed, ldo, bias,
-                                                                                O, R * O);
+        bias_rows_kernel<<<m2c_blocks(R * O, 256), 256, 0, m2c_cuda_stream()>>>(
+            typed, ldo, bias, O, R * O, accumulate);
     });
 }
