@@ -338,6 +338,37 @@ def test_chunk_longer_than_the_sequence_is_one_chunk(rng):
     assert np.array_equal(results[0][1], results[1][1])
 
 
+EMPTY_WORK_CALLS = textwrap.dedent("""
+    import numpy as np
+    import mamba2c
+    from mamba2c import _C
+
+    E = lambda: np.empty(0, np.float32)
+    w = lambda n: (np.ones(n, np.float32), 0)
+    HUGE = 2**40
+    assert mamba2c.ops.rmsnorm(np.empty((HUGE, 0), np.float32), E()).shape == (HUGE, 0)
+    _C.rmsnorm(E(), E(), w(0), None, HUGE, 0, 1e-5)
+    _C.rmsnorm_gated(E(), E(), E(), w(0), HUGE, 0, 1, 1e-5)
+    _C.rmsnorm_gated_backward(E(), E(), E(), E(), E(), E(), w(0), HUGE, 0, 1, 1e-5)
+    _C.conv1d(E(), None, False, E(), w(4), None, None, HUGE, 0, 4, 1, True)
+    dweight, dbias = np.ones(4, np.float32), np.ones(4, np.float32)
+    _C.conv1d_backward(E(), dweight, dbias, None, E(), E(), None, w(4), None, None, HUGE, 0, 4,
+                       1, True)
+    assert not dweight.any() and not dbias.any()  # no time steps: no gradient
+    print("done")
+""")
+
+
+def test_a_zero_size_empties_the_work_however_large_the_others():
+    """Rows of zero width, or batch rows of zero time steps, have nothing to compute: the kernels
+    used to loop over the other size anyway (2**40 rows of nothing: hours). Found by the
+    arrays fuzzer (tests/fuzz/corpus/arrays/regression-empty-rows)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    result = subprocess.run([sys.executable, "-c", EMPTY_WORK_CALLS], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-2000:]
+
+
 GUARDED_CALLS = textwrap.dedent("""
     import ctypes, mmap, sys
     import numpy as np

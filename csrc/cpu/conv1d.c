@@ -71,6 +71,7 @@ static M2C_VECTORIZE void conv_step(float *out, float *state, int has_state, con
 void m2c_conv1d(float *out, float *state, int has_state, const float *in, int64_t ldin,
                 m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T, int64_t C,
                 int64_t K, int silu) {
+    if (T == 0 && !state) return; /* no outputs and no state, however many rows: nothing to do */
     int64_t blocks = (C + CONV_BLOCK - 1) / CONV_BLOCK;
 #pragma omp parallel for collapse(2) schedule(static) if (B * T * C > 32768)
     for (int64_t b = 0; b < B; b++)

@@ -36,7 +36,10 @@ static M2C_VECTORIZE void conv_block_backward(const conv_bwd *a, float *dw, floa
         bias_row[c] = bias.data ? m2c_load(bias, c0 + c) : 0.0f;
         db_acc[c] = 0;
     }
-    for (int64_t b = 0; b < a->B; b++) {
+    /* Without time steps a batch row only zeroes its state gradient: without one, there is
+     * nothing to do however many rows there are. */
+    const int64_t B = T > 0 || a->dstate ? a->B : 0;
+    for (int64_t b = 0; b < B; b++) {
         const float *in = a->in + b * T * a->ldin + c0;
         const float *state = a->state ? a->state + (b * C + c0) * K : NULL;
         float *din = a->din + b * T * a->lddin + c0;

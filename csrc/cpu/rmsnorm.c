@@ -27,6 +27,7 @@ static M2C_VECTORIZE void scale_by_weight(float *out, const float *x, m2c_tensor
 
 void m2c_rmsnorm(float *out, const float *x, m2c_tensor weight, const float *row_scale, int64_t R,
                  int64_t D, float eps) {
+    if (D == 0) return; /* empty rows, however many: nothing to write */
 #pragma omp parallel for schedule(static) if (R * D > 65536)
     for (int64_t r = 0; r < R; r++) {
         float scale = 1.0f / sqrtf((float)(sum_of_squares(x + r * D, D) / D) + eps);
@@ -42,6 +43,7 @@ static M2C_VECTORIZE void gate(float *out, const float *y, const float *z, int64
 
 void m2c_rmsnorm_gated(float *out, const float *y, const float *z, int64_t ldz, m2c_tensor weight,
                        int64_t R, int64_t I, int64_t group_size, float eps) {
+    if (I == 0) return; /* empty rows, however many: nothing to write */
 #pragma omp parallel for schedule(static) if (R * I > 65536)
     for (int64_t r = 0; r < R; r++) {
         float *row = out + r * I;

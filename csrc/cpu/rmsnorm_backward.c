@@ -110,6 +110,7 @@ m2c_status m2c_rmsnorm_gated_backward(float *dy, float *dz, int64_t lddz, float 
     if (group_size <= 0 || I % group_size)
         return m2c_fail(M2C_ERR_VALUE, "gated RMSNorm backward: group size %lld does not divide "
                         "the width %lld", (long long)group_size, (long long)I);
+    if (I == 0) return M2C_OK; /* empty rows, however many: nothing to write */
     const int64_t groups = I / group_size;
     float *scales = malloc(sizeof(float) * (size_t)(R * groups + I > 0 ? R * groups + I : 1));
     if (!scales) return m2c_fail(M2C_ERR_MEMORY, "out of memory for the gated RMSNorm backward");
