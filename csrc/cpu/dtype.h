@@ -50,6 +50,4 @@ static inline float m2c_load(m2c_tensor t, size_t i) {
 /* dst[0..n) = float32 of t[offset .. offset+n) */
 void m2c_widen(float *dst, m2c_tensor t, size_t offset, size_t n);
 
-static inline size_t m2c_dtype_size(m2c_dtype d) { return d == M2C_F32 ? 4 : 2; }
-
 #endif

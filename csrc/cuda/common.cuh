@@ -136,6 +136,14 @@ __device__ __forceinline__ float m2c_to_float(float v) { return v; }
 __device__ __forceinline__ float m2c_to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float m2c_to_float(__half v) { return __half2float(v); }
 
+/* The two 16-bit values packed in v (the first in the low half) widened to float32. */
+__device__ __forceinline__ float2 m2c_widen2(uint32_t v, __nv_bfloat16) {
+    return __bfloat1622float2(*(const __nv_bfloat162 *)&v);
+}
+__device__ __forceinline__ float2 m2c_widen2(uint32_t v, __half) {
+    return __half22float2(*(const __half2 *)&v);
+}
+
 /* VEC consecutive elements of T (float, bf16 or f16) widened to float32, moved as one access of
  * 4 x sizeof(T) bytes when VEC is 4 (p then a multiple of that). */
 template <int VEC, class T> __device__ __forceinline__ m2c_floats<VEC> m2c_load_as(const T *p) {
@@ -143,16 +151,8 @@ template <int VEC, class T> __device__ __forceinline__ m2c_floats<VEC> m2c_load_
         return m2c_load_floats<VEC>(p);
     } else if constexpr (VEC == 4) {
         const uint2 q = *(const uint2 *)p;
-        const unsigned short bits[4] = {(unsigned short)q.x, (unsigned short)(q.x >> 16),
-                                        (unsigned short)q.y, (unsigned short)(q.y >> 16)};
-        m2c_floats<VEC> f;
-        for (int i = 0; i < 4; i++) {
-            if constexpr (std::is_same_v<T, __nv_bfloat16>)
-                f.v[i] = __bfloat162float(__ushort_as_bfloat16(bits[i]));
-            else
-                f.v[i] = __half2float(__ushort_as_half(bits[i]));
-        }
-        return f;
+        const float2 lo = m2c_widen2(q.x, T{}), hi = m2c_widen2(q.y, T{});
+        return {{lo.x, lo.y, hi.x, hi.y}};
     } else {
         m2c_floats<VEC> f;
         for (int i = 0; i < VEC; i++) f.v[i] = m2c_to_float(p[i]);

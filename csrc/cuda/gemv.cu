@@ -24,13 +24,6 @@ __device__ __forceinline__ uint4 load_weights(const void *p) {
     return v;
 }
 
-__device__ __forceinline__ float2 widen2(uint32_t v, __nv_bfloat16) {
-    return __bfloat1622float2(*(const __nv_bfloat162 *)&v);
-}
-__device__ __forceinline__ float2 widen2(uint32_t v, __half) {
-    return __half22float2(*(const __half2 *)&v);
-}
-
 /* The N weights of `raw` dotted with x[k : k + N]. */
 __device__ __forceinline__ float dot(uint4 raw, float, const float *x, int64_t k) {
     const float4 xv = *(const float4 *)(x + k), w = *(const float4 *)&raw;
@@ -43,7 +36,7 @@ __device__ __forceinline__ float dot(uint4 raw, T type, const float *x, int64_t 
     float acc = 0.0f;
     for (int j = 0; j < 2; j++) {
         const float4 xv = xk[j];
-        const float2 a = widen2(h[2 * j], type), b = widen2(h[2 * j + 1], type);
+        const float2 a = m2c_widen2(h[2 * j], type), b = m2c_widen2(h[2 * j + 1], type);
         acc += a.x * xv.x + a.y * xv.y + b.x * xv.z + b.y * xv.w;
     }
     return acc;

@@ -29,6 +29,9 @@ typedef enum {
 /* Storage type of a weight tensor. Compute is always float32. */
 typedef enum { M2C_F32 = 0, M2C_BF16 = 1, M2C_F16 = 2 } m2c_dtype;
 
+/* Bytes an element of `d` takes. */
+static inline size_t m2c_dtype_size(m2c_dtype d) { return d == M2C_F32 ? 4 : 2; }
+
 /* A borrowed, C-contiguous weight tensor; data == NULL means "absent" (e.g. no bias). */
 typedef struct {
     const void *data;

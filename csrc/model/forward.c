@@ -222,7 +222,7 @@ static m2c_status run_block(const m2c_config *c, const m2c_backend *be,
     const m2c_dtype out_type = be->product_input(lw->out_proj.dtype, R);
     /* The projection's rows [z, xBC, dt], in the type the backend stores them in. */
     const m2c_dtype proj_type = be->product_output(lw->in_proj.dtype);
-    const size_t proj_size = proj_type == M2C_F32 ? sizeof(float) : sizeof(uint16_t);
+    const size_t proj_size = m2c_dtype_size(proj_type);
     char *const z = (char *)ws->zxbcdt, *const xBC = z + I * proj_size;
     char *const dt = xBC + C * proj_size;
     be->rmsnorm(ws->normed, in_type, ws->hidden, lw->norm, mask, R, D, c->eps);
