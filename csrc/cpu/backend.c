@@ -73,10 +73,10 @@ static m2c_status cpu_linear(void *out, m2c_dtype out_dtype, int64_t ldo, const 
     return m2c_linear(out, ldo, x, ldx, W, bias, R, K, O, accumulate);
 }
 
-static void cpu_conv1d(float *out, float *state, int has_state, const void *in,
-                       m2c_dtype in_dtype, int64_t ldin, m2c_tensor w, m2c_tensor bias,
-                       const float *mask, int64_t B, int64_t T, int64_t C, int64_t K, int silu) {
-    (void)in_dtype;
+static void cpu_conv1d(void *out, float *state, int has_state, const void *in, m2c_dtype dtype,
+                       int64_t ldin, m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B,
+                       int64_t T, int64_t C, int64_t K, int silu) {
+    (void)dtype;
     m2c_conv1d(out, state, has_state, in, ldin, w, bias, mask, B, T, C, K, silu);
 }
 
@@ -97,14 +97,22 @@ static m2c_status cpu_cross_entropy(float *loss, const float *logits, const int6
     return M2C_OK;
 }
 
-static m2c_status cpu_ssd_chunked(float *y, float *state, int has_state, const float *x,
-                                  const float *Bm, const float *Cm, int64_t ldx, const float *dt,
-                                  const float *A, const float *D, int64_t B, int64_t T, int64_t H,
-                                  int64_t P, int64_t N, int64_t G, int64_t Q, m2c_dtype operands,
+static m2c_status cpu_ssd_chunked(float *y, float *state, int has_state, const void *x,
+                                  const void *Bm, const void *Cm, m2c_dtype dtype, int64_t ldx,
+                                  const float *dt, const float *A, const float *D, int64_t B,
+                                  int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q,
                                   float *work) {
-    (void)operands; /* float32 throughout: AVX2 has no faster 16-bit product */
+    (void)dtype;
     return m2c_ssd_chunked(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, Q,
                            work);
+}
+
+static void cpu_ssd_step(float *y, float *state, int has_state, const void *x, const void *Bm,
+                         const void *Cm, m2c_dtype dtype, int64_t ldx, const float *dt,
+                         const float *A, const float *D, int64_t B, int64_t H, int64_t P,
+                         int64_t N, int64_t G) {
+    (void)dtype;
+    m2c_ssd_step(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, H, P, N, G);
 }
 
 const m2c_backend m2c_cpu_backend = {
@@ -129,6 +137,6 @@ const m2c_backend m2c_cpu_backend = {
     .ssd_inputs = cpu_ssd_inputs,
     .ssd_chunked = cpu_ssd_chunked,
     .ssd_work_floats = m2c_ssd_work_floats,
-    .ssd_step = m2c_ssd_step,
+    .ssd_step = cpu_ssd_step,
     .cross_entropy = cpu_cross_entropy,
 };

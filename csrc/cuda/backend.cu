@@ -132,7 +132,8 @@ static m2c_dtype cuda_product_input(m2c_dtype weights, int64_t R) {
 }
 
 /* A 16-bit model's input projection is stored in its 16-bit type, as transformers' model
- * rounds it: the conv, the time steps and the gate then read half the bytes. */
+ * rounds it: the conv, the time steps and the gate then read half the bytes, and the conv
+ * writes (and the scan reads) half as many too. */
 static m2c_dtype cuda_product_output(m2c_dtype weights) { return weights; }
 
 static m2c_status cuda_linear(void *out, m2c_dtype out_dtype, int64_t ldo, const void *x,
@@ -160,14 +161,14 @@ static m2c_status cuda_linear(void *out, m2c_dtype out_dtype, int64_t ldo, const
 }
 
 /* The scan picks its own chunk length: Q goes unused. */
-static m2c_status cuda_ssd_chunked(float *y, float *state, int has_state, const float *x,
-                                   const float *Bm, const float *Cm, int64_t ldx, const float *dt,
-                                   const float *A, const float *D, int64_t B, int64_t T,
-                                   int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q,
-                                   m2c_dtype operands, float *work) {
+static m2c_status cuda_ssd_chunked(float *y, float *state, int has_state, const void *x,
+                                   const void *Bm, const void *Cm, m2c_dtype dtype, int64_t ldx,
+                                   const float *dt, const float *A, const float *D, int64_t B,
+                                   int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
+                                   int64_t Q, float *work) {
     (void)Q;
-    return m2c_cuda_ssd_chunked(y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G,
-                                operands, work);
+    return m2c_cuda_ssd_chunked(y, state, has_state, x, Bm, Cm, dtype, ldx, dt, A, D, B, T, H, P,
+                                N, G, work);
 }
 
 static size_t cuda_ssd_work_floats(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N,

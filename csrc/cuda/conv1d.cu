@@ -1,6 +1,7 @@
 /* Causal depthwise conv1d + SiLU + padding mask, and the conv-state update. The input is the
- * projection's output, in float32 or in the 16-bit type it was rounded to (InT); the output and
- * the state are float32. Threads run across channels (coalesced reads of each input row, in
+ * projection's output, in float32 or in the 16-bit type it was rounded to (Elem); the output is
+ * stored in the same type (rounded there, as transformers' 16-bit model rounds it) and the state
+ * in float32. Threads run across channels (coalesced reads of each input row, in
  * 16-byte accesses of four channels where the rows allow them) and each walks a segment of time
  * with the last K inputs in registers; segments give a long prompt enough blocks to fill the
  * GPU. The state is rewritten once every segment has read it: by the same thread when there is
@@ -12,8 +13,8 @@ enum { CONV_THREADS = 128, CONV_SEGMENT = 64, CONV_AHEAD = 4, CONV_MAX_K = 16 };
 
 /* state[b, c, :] = the last K inputs (older ones from the previous state, or zeros); ascending
  * k reads only entries not yet rewritten. */
-template <class InT>
-__device__ __forceinline__ void store_state(float *s, int has_state, const InT *in,
+template <class Elem>
+__device__ __forceinline__ void store_state(float *s, int has_state, const Elem *in,
                                             int64_t ldin, int64_t b, int64_t c, int64_t T, int K) {
     for (int k = 0; k < K; k++) {
         int64_t src = T - K + k;
@@ -27,9 +28,9 @@ __device__ __forceinline__ void store_state(float *s, int has_state, const InT *
  * local memory); conv1d_launch instantiates 1..CONV_MAX_K. The inputs of CONV_AHEAD steps are
  * loaded before any of their outputs is computed, so that each thread has that many loads in
  * flight (one at a time left the H200 at 60% of its bandwidth). */
-template <int K, int VEC, class InT>
-__global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_state,
-                              const InT *__restrict__ in, int64_t ldin, m2c_tensor w,
+template <int K, int VEC, class Elem>
+__global__ void conv1d_kernel(Elem *__restrict__ out, float *state, int has_state,
+                              const Elem *__restrict__ in, int64_t ldin, m2c_tensor w,
                               m2c_tensor bias, const float *mask, int64_t T, int64_t C,
                               int silu) {
     const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC;
@@ -80,27 +81,27 @@ __global__ void conv1d_kernel(float *__restrict__ out, float *state, int has_sta
             store_state(state + (b * C + c0 + v) * K, has_state, in, ldin, b, c0 + v, T, K);
 }
 
-template <int K, int VEC, class InT>
-static void conv1d_launch(int kernel_width, dim3 grid, float *out, float *state, int has_state,
-                          const InT *in, int64_t ldin, m2c_tensor w, m2c_tensor bias,
+template <int K, int VEC, class Elem>
+static void conv1d_launch(int kernel_width, dim3 grid, Elem *out, float *state, int has_state,
+                          const Elem *in, int64_t ldin, m2c_tensor w, m2c_tensor bias,
                           const float *mask, int64_t T, int64_t C, int silu) {
     if (kernel_width == K)
-        m2c_launch_early(conv1d_kernel<K, VEC, InT>, grid, dim3(CONV_THREADS), 0, 1, out, state,
+        m2c_launch_early(conv1d_kernel<K, VEC, Elem>, grid, dim3(CONV_THREADS), 0, 1, out, state,
                          has_state, in, ldin, w, bias, mask, T, C, silu);
     else if constexpr (K < CONV_MAX_K)
         conv1d_launch<K + 1, VEC>(kernel_width, grid, out, state, has_state, in, ldin, w, bias,
                                   mask, T, C, silu);
 }
 
-template <class InT>
-__global__ void conv_state_kernel(float *state, int has_state, const InT *in, int64_t ldin,
+template <class Elem>
+__global__ void conv_state_kernel(float *state, int has_state, const Elem *in, int64_t ldin,
                                   int64_t T, int64_t C, int K) {
     const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
     if (c < C) store_state(state + (b * C + c) * K, has_state, in, ldin, b, c, T, K);
 }
 
-template <class InT>
-static void conv1d(float *out, float *state, int has_state, const InT *in, int64_t ldin,
+template <class Elem>
+static void conv1d(Elem *out, float *state, int has_state, const Elem *in, int64_t ldin,
                    m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B, int64_t T,
                    int64_t C, int64_t K, int silu) {
     const unsigned segments = m2c_blocks(T, CONV_SEGMENT);
@@ -117,12 +118,14 @@ static void conv1d(float *out, float *state, int has_state, const InT *in, int64
                             m2c_cuda_stream()>>>(state, has_state, in, ldin, T, C, (int)K);
 }
 
-void m2c_cuda_conv1d(float *out, float *state, int has_state, const void *in, m2c_dtype in_dtype,
+void m2c_cuda_conv1d(void *out, float *state, int has_state, const void *in, m2c_dtype dtype,
                      int64_t ldin, m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B,
                      int64_t T, int64_t C, int64_t K, int silu) {
     if (B * T * C == 0) return;
     has_state = has_state && state;
-    m2c_with_type(in, in_dtype, [&](auto *typed) {
-        conv1d(out, state, has_state, typed, ldin, w, bias, mask, B, T, C, K, silu);
+    m2c_with_type(out, dtype, [&](auto *typed_out) {
+        using Typed = std::remove_pointer_t<decltype(typed_out)>;
+        conv1d(typed_out, state, has_state, (const Typed *)in, ldin, w, bias, mask, B, T, C, K,
+               silu);
     });
 }

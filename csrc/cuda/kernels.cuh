@@ -3,7 +3,7 @@
  * errors surface at the backend's next check (cudaGetLastError). Activations are float32, except
  * where a type is passed with them: the norms may write theirs in a product's 16-bit type, and a
  * 16-bit model's input projection is written in its 16-bit type, which the conv, the time steps
- * and the gate read. Weights are m2c_tensor in float32, bfloat16 or float16; accumulation is
+ * and the gate read, and so is the conv's output, which the scan reads. Weights are m2c_tensor in float32, bfloat16 or float16; accumulation is
  * float32. */
 #ifndef M2C_CUDA_KERNELS_CUH
 #define M2C_CUDA_KERNELS_CUH
@@ -25,7 +25,8 @@ void m2c_cuda_rmsnorm_gated(void *out, m2c_dtype out_dtype, const float *y, cons
                             m2c_dtype z_dtype, int64_t ldz, m2c_tensor weight, int64_t R,
                             int64_t I, int64_t group_size, float eps);
 
-void m2c_cuda_conv1d(float *out, float *state, int has_state, const void *in, m2c_dtype in_dtype,
+/* in and out: elements of `dtype`; the state: float32. */
+void m2c_cuda_conv1d(void *out, float *state, int has_state, const void *in, m2c_dtype dtype,
                      int64_t ldin, m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B,
                      int64_t T, int64_t C, int64_t K, int silu);
 
@@ -33,20 +34,23 @@ void m2c_cuda_ssd_inputs(float *dt, float *A, float *D, const void *raw, m2c_dty
                          int64_t ldraw, m2c_tensor dt_bias, m2c_tensor A_log,
                          m2c_tensor D_weight, int64_t R, int64_t H, float lo, float hi);
 
-void m2c_cuda_ssd_step(float *y, float *state, int has_state, const float *x, const float *Bm,
-                       const float *Cm, int64_t ldx, const float *dt, const float *A,
-                       const float *D, int64_t B, int64_t H, int64_t P, int64_t N, int64_t G);
+/* x, Bm, Cm: elements of `dtype` (the conv's output); the state: float32. */
+void m2c_cuda_ssd_step(float *y, float *state, int has_state, const void *x, const void *Bm,
+                       const void *Cm, m2c_dtype dtype, int64_t ldx, const float *dt,
+                       const float *A, const float *D, int64_t B, int64_t H, int64_t P, int64_t N,
+                       int64_t G);
 
-/* Chunked scan as in the CPU kernel, in chunks of its own length (ssd_chunked.cu). `operands`:
- * for M2C_BF16 / M2C_F16 (a 16-bit model) the in-chunk products run on tensor cores with TF32
- * operands and float32 accumulation; M2C_F32 keeps float32 accuracy (each operand split in
- * two TF32 parts). `work`: m2c_cuda_ssd_work_floats(B, T, N, G) floats, for the in-chunk
- * products C B^T and the rounded C and B^T. Fails (M2C_ERR_VALUE) only when a state of N
- * columns cannot fit in the device's shared memory. */
-m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const float *x,
-                                const float *Bm, const float *Cm, int64_t ldx, const float *dt,
-                                const float *A, const float *D, int64_t B, int64_t T, int64_t H,
-                                int64_t P, int64_t N, int64_t G, m2c_dtype operands, float *work);
+/* Chunked scan as in the CPU kernel, in chunks of its own length (ssd_chunked.cu). x, Bm, Cm:
+ * elements of `dtype`. 16-bit inputs (a 16-bit model) take the in-chunk products on tensor
+ * cores with TF32 operands and float32 accumulation; float32 inputs keep float32 accuracy (each
+ * operand split in two TF32 parts). `work`: m2c_cuda_ssd_work_floats(B, T, N, G) floats, for
+ * the in-chunk products C B^T and C and B^T as the products read them. Fails (M2C_ERR_VALUE)
+ * only when a state of N columns cannot fit in the device's shared memory. */
+m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const void *x,
+                                const void *Bm, const void *Cm, m2c_dtype dtype, int64_t ldx,
+                                const float *dt, const float *A, const float *D, int64_t B,
+                                int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
+                                float *work);
 size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t N, int64_t G);
 
 /* The product of one row (decode at batch 1): out[o] = sum_k x[k] W[o, k] + bias[o] (+ out[o]

@@ -4,14 +4,15 @@
  *   S[p, n] <- exp(cs_last) S[p, n] + sum_s exp(cs_last - cs_s) dt_s x_s[p] B_s[n]
  * The products C_q . B_s do not depend on the head, only on its group, and not on the state:
  * the first kernel computes them for every chunk and group at once, into the work memory, with
- * the chunk's C and B^T rounded as the walk's products read them (so no walking block rounds
+ * the chunk's C and B^T in float32 as the walk's products read them (so no walking block widens
  * them again). The second is the walk: one block per (batch row, head, slice of the head's
  * channels) goes through its sequence chunk by chunk, L tokens at a time, keeping the slice of
  * the state in its warps' registers. Three small matrix products a chunk (C S^T and M x for
  * the output, (w x)^T B for the state), on operands already in shared memory, while the next
  * chunk's x, B^T, dt and C B^T are copied in behind them (cp.async), and its C once this
  * chunk's outputs are done. The state never leaves the block until the last chunk, so the
- * walk reads its inputs once and writes y and the final state once.
+ * walk reads its inputs once and writes y and the final state once. x, B and C are the conv's
+ * output, in float32 or in a 16-bit type (XT); the walk keeps x in that type in shared memory.
  * Decays are exponentiated only for s <= q (differences of a decreasing sum, never > 0), so no
  * inf * 0 appears. The chunk length is the scan's own (what fits in shared memory): it changes
  * only the rounding, not the result. */
@@ -23,21 +24,23 @@
 enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
 
 /* A walking block's shared memory, in floats. L tokens a chunk, PT channels, NP state columns
- * (each a multiple of 32: the warps' output tiles cover them exactly; the padding is zero).
+ * (each a multiple of 32: the warps' output tiles cover them exactly; the padding is zero); x
+ * is held in its own type XT.
  * `stages` copies of the per-chunk x, B^T, C B^T (made into M in place) and dt, so the next
  * chunk's arrive while this one is used; C and the state S once (S as the products read it:
  * the state itself stays in the warps' registers); each warp's own copy of the running sums,
  * and the decays. Row strides: rows that ldmatrix reads (C, B^T, M, S) are an odd number of
- * 16-byte units apart, rows read a column at a time (x; B in the products kernel) 8 floats past
- * a multiple of 32, so that each fragment load hits 32 different banks (B read by ldmatrix, in
+ * 16-byte units apart, rows read a column at a time (x; B in the products kernel) 32 bytes past
+ * a multiple of 128, so that each fragment load hits 32 different banks (B read by ldmatrix, in
  * C B^T, takes two passes). */
-template <class Dims> struct Layout : Dims {
-    __host__ __device__ int x_ld() const { return this->PT + 8; }
+template <class Dims, class XT> struct Layout : Dims {
+    __host__ __device__ int x_ld() const { return this->PT + 32 / (int)sizeof(XT); } /* in XT */
+    __host__ __device__ int x_floats() const { return this->L * x_ld() * (int)sizeof(XT) / 4; }
     __host__ __device__ int b_ld() const { return this->NP + 8; }
     __host__ __device__ int c_ld() const { return this->NP + 4; } /* C and S */
     __host__ __device__ int m_ld() const { return this->L + 4; }
     __host__ __device__ int stage_floats() const {
-        return this->L * (x_ld() + m_ld() + 1) + this->NP * m_ld();
+        return x_floats() + this->L * (m_ld() + 1) + this->NP * m_ld();
     }
     __host__ __device__ int floats() const {
         return this->stages * stage_floats() + this->L * c_ld() + this->PT * c_ld() +
@@ -57,7 +60,7 @@ template <class Dims> struct Layout : Dims {
 struct RuntimeDims {
     int L, PT, NP, stages;
 };
-using ScanLayout = Layout<RuntimeDims>;
+template <class XT> using ScanLayout = Layout<RuntimeDims, XT>;
 
 /* ... or as constants, for the layout of every released Mamba-2 checkpoint on a GPU with 190 KB
  * of shared memory a block (64-channel heads, 128 state columns): the compiler then folds the
@@ -65,9 +68,9 @@ using ScanLayout = Layout<RuntimeDims>;
 template <int L_, int PT_, int NP_, int STAGES> struct FixedDims {
     static constexpr int L = L_, PT = PT_, NP = NP_, stages = STAGES;
 };
-using CommonLayout = Layout<FixedDims<64, 64, 128, 2>>;
+template <class XT> using CommonLayout = Layout<FixedDims<64, 64, 128, 2>, XT>;
 
-static bool same_layout(const ScanLayout &a, const CommonLayout &b) {
+template <class XT> static bool same_layout(const ScanLayout<XT> &a, const CommonLayout<XT> &b) {
     return a.L == b.L && a.PT == b.PT && a.NP == b.NP && a.stages == b.stages;
 }
 
@@ -78,7 +81,7 @@ static bool same_layout(const ScanLayout &a, const CommonLayout &b) {
 /* Copies BYTES (4 or 16) from global to shared memory, or zeros where !valid, asynchronously:
  * complete once copies_wait says so. */
 template <int BYTES>
-__device__ __forceinline__ void copy_async(float *dst, const float *src, bool valid) {
+__device__ __forceinline__ void copy_async(void *dst, const void *src, bool valid) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     if constexpr (BYTES == 16)
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
@@ -96,23 +99,59 @@ __device__ __forceinline__ void copies_wait(int pending) {
     else asm volatile("cp.async.wait_group 0;\n" ::);
 }
 
-/* rows x width floats of a token-major matrix (row r at src + r * ld) into shared rows `sld`
- * apart, a warp a row; rows >= rows_valid and columns >= cols_valid are zero. VEC = 4 moves 16
- * bytes a copy (src, ld and cols_valid then multiples of 4 floats). A lane walks its column
- * down the rows, so a copy's addresses cost an add each, not a product. */
-template <int VEC>
-__device__ __forceinline__ void load_tile(float *dst, int sld, const float *src, int64_t ld,
-                                          int rows, int rows_valid, int width, int cols_valid) {
+/* move(from, to, valid) for each group of VEC elements of a rows x width tile of a token-major
+ * matrix (row r at r * ld) going to shared rows `sld` apart, a warp a row; valid is false for
+ * rows >= rows_valid and columns >= cols_valid. A lane walks its column down the rows, so a
+ * copy's addresses cost an add each, not a product. */
+template <int VEC, class Move>
+__device__ __forceinline__ void each_tile_group(int64_t ld, int sld, int rows, int rows_valid,
+                                                int width, int cols_valid, Move move) {
     const int r0 = threadIdx.x / 32;
     for (int col = threadIdx.x % 32 * VEC; col < width; col += 32 * VEC) {
         const bool col_valid = col < cols_valid;
         int64_t from = r0 * ld + col;
         int to = r0 * sld + col;
         for (int r = r0; r < rows; r += SCAN_WARPS) {
-            const bool valid = col_valid && r < rows_valid;
-            copy_async<4 * VEC>(dst + to, valid ? src + from : src, valid);
+            move(from, to, col_valid && r < rows_valid);
             from += SCAN_WARPS * ld, to += SCAN_WARPS * sld;
         }
+    }
+}
+
+/* A tile as it is (zeros where not valid), asynchronously. VEC x sizeof(T) bytes a copy: 16
+ * (src, ld and cols_valid then multiples of VEC) or one element, 16-bit ones copied at once (the
+ * asynchronous copies move 4, 8 or 16 bytes). */
+template <int VEC, class T>
+__device__ __forceinline__ void load_tile(T *dst, int sld, const T *src, int64_t ld, int rows,
+                                          int rows_valid, int width, int cols_valid) {
+    each_tile_group<VEC>(ld, sld, rows, rows_valid, width, cols_valid,
+                         [&](int64_t from, int to, bool valid) {
+                             if constexpr (VEC * sizeof(T) >= 4)
+                                 copy_async<VEC * sizeof(T)>(dst + to, valid ? src + from : src,
+                                                             valid);
+                             else
+                                 dst[to] = valid ? src[from] : m2c_round_to<T>(0.0f);
+                         });
+}
+
+/* A tile widened to float32: float32 elements copied asynchronously, 16-bit ones loaded at once
+ * (four at a time when VEC is a multiple of four) and widened. */
+template <int VEC, class T>
+__device__ __forceinline__ void load_tile_floats(float *dst, int sld, const T *src, int64_t ld,
+                                                 int rows, int rows_valid, int width,
+                                                 int cols_valid) {
+    if constexpr (std::is_same_v<T, float>) {
+        load_tile<VEC>(dst, sld, src, ld, rows, rows_valid, width, cols_valid);
+    } else {
+        constexpr int step = VEC % 4 == 0 ? 4 : 1;
+        each_tile_group<VEC>(ld, sld, rows, rows_valid, width, cols_valid,
+                             [&](int64_t from, int to, bool valid) {
+                                 for (int i = 0; i < VEC; i += step) {
+                                     m2c_floats<step> v = {};
+                                     if (valid) v = m2c_load_as<step>(src + from + i);
+                                     m2c_store_as(dst + to + i, v);
+                                 }
+                             });
     }
 }
 
@@ -131,15 +170,15 @@ __device__ __forceinline__ void mma_tf32(float d[4], const unsigned a[4], const 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-/* Two ways to multiply, both on tensor cores with float32 accumulation. Tf32 (16-bit models):
+/* Two ways to multiply, both on tensor cores with float32 accumulation. Tf32 (16-bit inputs):
  * operands rounded to TF32 (float32's exponent, 10 mantissa bits: closer to float32 than the
  * 16-bit types, and the scan's states and decays never leave float32's range). Exact (float32
- * models): each operand split into a TF32 value and the TF32 rounding of what it left out,
+ * inputs): each operand split into a TF32 value and the TF32 rounding of what it left out,
  * three products (the small-by-small one is below float32's precision): float32 accuracy.
- * "Staged" operands are those the block rounds once in shared memory (B, C and M) when the
- * mode allows it; the others (x and the state) are rounded as their fragments are loaded. */
+ * "Staged" operands need no rounding as their fragments are loaded: x, B and C (16-bit values,
+ * which TF32 holds exactly) and M and S (rounded once as they are written to shared memory);
+ * the other one, the state update's (w x)^T, is rounded at each use. */
 struct Tf32 {
-    static constexpr bool rounds_staged = true;
     /* the in-chunk decays become TF32 operands: the fast exponential's error (about 1e-6
      * relative) is far below TF32's rounding */
     __device__ static float exp(float v) { return __expf(v); }
@@ -153,7 +192,6 @@ struct Tf32 {
     }
 };
 struct Exact {
-    static constexpr bool rounds_staged = false;
     __device__ static float exp(float v) { return expf(v); }
     __device__ static float stage(float v) { return v; }
     template <bool, bool>
@@ -168,6 +206,8 @@ struct Exact {
         mma_tf32(d, a_big, b_big);
     }
 };
+
+template <class XT> using ModeOf = std::conditional_t<std::is_same_v<XT, float>, Exact, Tf32>;
 
 /* ldmatrix on floats: four blocks of 8 rows of 4 floats (16 bytes), lanes 8m to 8m + 7 giving
  * the row addresses of block m; lane l receives float l % 4 of row l / 4 of each block. */
@@ -208,14 +248,16 @@ template <int J> struct BColumns {
     }
 };
 
-/* B stored by k (row k holds the output columns). */
-template <int J> struct BRows {
-    const float *base;
+/* B stored by k (row k holds the output columns), in float32 or a 16-bit type. */
+template <int J, class T> struct BRows {
+    const T *base;
     int ld;
     __device__ void operator()(int k, float b[J][2]) const {
         const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
-        for (int j = 0; j < J; j++)
-            b[j][0] = base[(k + t) * ld + 8 * j + g], b[j][1] = base[(k + t + 4) * ld + 8 * j + g];
+        for (int j = 0; j < J; j++) {
+            b[j][0] = m2c_to_float(base[(k + t) * ld + 8 * j + g]);
+            b[j][1] = m2c_to_float(base[(k + t + 4) * ld + 8 * j + g]);
+        }
     }
 };
 
@@ -271,47 +313,33 @@ __device__ void chunk_decays(float *w, float *e, const float *cs, float cs_last,
     }
 }
 
-/* Rounds rows x width floats (width a multiple of 4) in shared memory to TF32 in place. */
-__device__ __forceinline__ void round_rows(float *rows, int ld, int n_rows, int width) {
-    for (int r = threadIdx.x / 32; r < n_rows; r += SCAN_WARPS)
-        for (int col = threadIdx.x % 32 * 4; col < width; col += 128) {
-            float4 *p = (float4 *)(rows + r * ld + col), v = *p;
-            *p = make_float4(Tf32::stage(v.x), Tf32::stage(v.y), Tf32::stage(v.z),
-                             Tf32::stage(v.w));
-        }
-}
-
 /* The products kernel. Block (chunk, group, batch row): the chunk's operands for the walk, in
  * its block of operand_floats() of `work`: C B^T of the chunk's L tokens (L x L), then C
- * (L x NP) and B^T (NP x L), both rounded as the walk's products read them. The 16 x 16 tiles
- * of C B^T above the diagonal, which the walk masks out, are written as zeros. */
-template <class Mode, int VEC, class Lay>
+ * (L x NP) and B^T (NP x L), both in float32 as the walk's products read them. The 16 x 16
+ * tiles of C B^T above the diagonal, which the walk masks out, are written as zeros. */
+template <class XT, int VEC, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS)
-chunk_products_kernel(float *work, const float *Bm, const float *Cm, int64_t ldx, int64_t T,
-                      int64_t N, Lay lay) {
+chunk_products_kernel(float *work, const XT *Bm, const XT *Cm, int64_t ldx, int64_t T, int64_t N,
+                      Lay lay) {
     extern __shared__ float4 shared_floats4[];
     const int L = lay.L, warp = threadIdx.x / 32;
     float *const Cs = (float *)shared_floats4, *const Bs = Cs + L * lay.c_ld();
     const int64_t c = blockIdx.x, g = blockIdx.y, b = blockIdx.z, t0 = c * L;
     const int len = (int)(T - t0 < L ? T - t0 : L);
     const int64_t from = (b * T + t0) * ldx + g * N;
-    load_tile<VEC>(Cs, lay.c_ld(), Cm + from, ldx, L, len, lay.NP, (int)N);
-    load_tile<VEC>(Bs, lay.b_ld(), Bm + from, ldx, L, len, lay.NP, (int)N);
+    load_tile_floats<VEC>(Cs, lay.c_ld(), Cm + from, ldx, L, len, lay.NP, (int)N);
+    load_tile_floats<VEC>(Bs, lay.b_ld(), Bm + from, ldx, L, len, lay.NP, (int)N);
     copies_commit();
     copies_wait(0);
     __syncthreads();
-    if constexpr (Mode::rounds_staged) {
-        round_rows(Bs, lay.b_ld(), L, lay.NP);
-        round_rows(Cs, lay.c_ld(), L, lay.NP);
-        __syncthreads();
-    }
     float *const cb = work + ((b * gridDim.x + c) * gridDim.y + g) * lay.operand_floats();
     for (int tile = warp; tile < L / 16 * (L / 16); tile += SCAN_WARPS) {
         const int mr = tile / (L / 16) * 16, mc = tile % (L / 16) * 16;
         float acc[2][4] = {};
         if (mc <= mr)
-            warp_product<Mode, 2, true, true>(acc, lay.NP, ARows{Cs + mr * lay.c_ld(), lay.c_ld()},
-                                              BColumns<2>{Bs + mc * lay.b_ld(), lay.b_ld()});
+            warp_product<ModeOf<XT>, 2, true, true>(acc, lay.NP,
+                                                    ARows{Cs + mr * lay.c_ld(), lay.c_ld()},
+                                                    BColumns<2>{Bs + mc * lay.b_ld(), lay.b_ld()});
         each_element(acc, mr, mc, [&](float v, int q, int s) { cb[q * L + s] = v; });
     }
     float *const c_out = cb + L * L, *const bt_out = c_out + L * lay.NP;
@@ -321,18 +349,19 @@ chunk_products_kernel(float *work, const float *Bm, const float *Cm, int64_t ldx
         bt_out[i] = Bs[i % L * lay.b_ld() + i / L];
 }
 
-/* The walk. Block (channel slice, head, batch row). x: rows of ldx floats, one a token; work:
+/* The walk. Block (channel slice, head, batch row). x: rows of ldx elements, one a token; work:
  * the products kernel's output. The state is PT x NP in 16 x 32 tiles, at most
  * TILES a warp (tile warp + i * SCAN_WARPS), held in the warp's registers from the first
  * chunk to the last: each chunk's update accumulates into them, and writes S to shared memory
  * only as the next chunk's output product reads it (rounded once, not at every use). */
 /* The layouts are sized for one block a multiprocessor, and the bounds say so: without the 1,
  * ptxas may cap the registers for two blocks and spill. */
-template <class Mode, int VEC, int TILES, class Lay>
+template <class XT, int VEC, int TILES, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS, 1)
-ssd_scan_kernel(float *y, float *state, int has_state, const float *x, int64_t ldx,
+ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
                 const float *work, const float *dt, const float *A, const float *D, int64_t T,
                 int64_t H, int64_t P, int64_t N, int64_t G, Lay lay) {
+    using Mode = ModeOf<XT>;
     extern __shared__ float4 shared_floats4[];
     float *const sm = (float *)shared_floats4;
     const int L = lay.L, PT = lay.PT, NP = lay.NP, warp = threadIdx.x / 32;
@@ -341,7 +370,8 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, int64_t l
     float *const Cs = sm + lay.stages * lay.stage_floats(), *const S = Cs + L * lay.c_ld();
     float *const sums = S + PT * lay.c_ld(); /* each warp's copy of the running sums */
     float *const cs = sums + warp * L, *const w = sums + SCAN_WARPS * L, *const e = w + L;
-    const float *const xb = x + b * T * ldx + h * P + p0, *const dtb = dt + b * T * H + h;
+    const XT *const xb = x + b * T * ldx + h * P + p0;
+    const float *const dtb = dt + b * T * H + h;
     float *const stateb = state + ((b * H + h) * P + p0) * N;
     const int64_t chunks = (T + L - 1) / L;
     /* chunk c's C B^T, C and B^T */
@@ -349,19 +379,19 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, int64_t l
         return work + ((b * chunks + c) * G + g) * lay.operand_floats();
     };
 
-    /* a stage: x, B^T, C B^T (then M) and dt of one chunk */
+    /* a stage: x (in its own type), B^T, C B^T (then M) and dt of one chunk */
     auto stage = [&](int64_t c) { return sm + c % lay.stages * lay.stage_floats(); };
-    auto stage_BT = [&](float *xs) { return xs + L * lay.x_ld(); };
-    auto stage_M = [&](float *xs) { return stage_BT(xs) + NP * lay.m_ld(); };
-    auto stage_dt = [&](float *xs) { return stage_M(xs) + L * lay.m_ld(); };
+    auto stage_BT = [&](float *st) { return st + lay.x_floats(); };
+    auto stage_M = [&](float *st) { return stage_BT(st) + NP * lay.m_ld(); };
+    auto stage_dt = [&](float *st) { return stage_M(st) + L * lay.m_ld(); };
     auto load_stage = [&](int64_t c) {
         const int64_t t0 = c * L;
         const int len = (int)(T - t0 < L ? T - t0 : L);
-        float *xs = stage(c), *dts = stage_dt(xs);
+        float *const st = stage(c), *const dts = stage_dt(st);
         const float *const ops = operands(c);
-        load_tile<VEC>(xs, lay.x_ld(), xb + t0 * ldx, ldx, L, len, PT, pw);
-        load_tile<4>(stage_M(xs), lay.m_ld(), ops, L, L, L, L, L);
-        load_tile<4>(stage_BT(xs), lay.m_ld(), ops + L * L + L * NP, L, NP, NP, L, L);
+        load_tile<VEC>((XT *)st, lay.x_ld(), xb + t0 * ldx, ldx, L, len, PT, pw);
+        load_tile<4>(stage_M(st), lay.m_ld(), ops, L, L, L, L, L);
+        load_tile<4>(stage_BT(st), lay.m_ld(), ops + L * L + L * NP, L, NP, NP, L, L);
         for (int s = threadIdx.x; s < L; s += SCAN_THREADS)
             copy_async<4>(dts + s, s < len ? dtb + (t0 + s) * H : dtb, s < len);
     };
@@ -400,8 +430,9 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, int64_t l
         __syncthreads();
         const int64_t t0 = c * L;
         const int len = (int)(T - t0 < L ? T - t0 : L);
-        float *const xs = stage(c), *const BT = stage_BT(xs), *const M = stage_M(xs);
-        float *const dts = stage_dt(xs);
+        float *const st = stage(c), *const BT = stage_BT(st), *const M = stage_M(st);
+        float *const dts = stage_dt(st);
+        const XT *const xs = (const XT *)st;
         /* every warp sums the decays itself: cheaper than a barrier before M */
         const float cs_last = running_sums(cs, dts, a_h, L);
         if (warp == 0) chunk_decays(w, e, cs, cs_last, dts, L);
@@ -429,11 +460,12 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, int64_t l
             warp_product<Mode, 2, true, true>(out, NP, ARows{Cs + yr * lay.c_ld(), lay.c_ld()},
                                               BColumns<2>{S + yc * lay.c_ld(), lay.c_ld()});
             each_element(out, yr, yc, [&](float &v, int q, int) { v *= e[q]; });
-            warp_product<Mode, 2, true, false>(out, L, ARows{M + yr * lay.m_ld(), lay.m_ld()},
-                                               BRows<2>{xs + yc, lay.x_ld()});
+            warp_product<Mode, 2, true, true>(out, L, ARows{M + yr * lay.m_ld(), lay.m_ld()},
+                                              BRows<2, XT>{xs + yc, lay.x_ld()});
             each_element(out, yr, yc, [&](float v, int q, int p) {
                 if (q < len && p < pw)
-                    y[((b * T + t0 + q) * H + h) * P + p0 + p] = v + d_h * xs[q * lay.x_ld() + p];
+                    y[((b * T + t0 + q) * H + h) * P + p0 + p] =
+                        v + d_h * m2c_to_float(xs[q * lay.x_ld() + p]);
             });
         }
         __syncthreads(); /* C and S are read */
@@ -444,15 +476,15 @@ ssd_scan_kernel(float *y, float *state, int has_state, const float *x, int64_t l
         const float decay = expf(cs_last);
         each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
             each_element(acc, sr, sc, [&](float &v, int, int) { v *= decay; });
-            const float *xt = xs + sr + threadIdx.x % 32 / 4;
+            const XT *xt = xs + sr + threadIdx.x % 32 / 4;
             const int t = threadIdx.x % 4;
             warp_product<Mode, 4, false, true>(
                 acc, L,
                 [&](int k, float a[4]) { /* (w x)^T: x stored by token, weighted as it is read */
                     const float w0 = w[k + t], w1 = w[k + t + 4];
-                    const float *r0 = xt + (k + t) * lay.x_ld();
-                    const float *r1 = xt + (k + t + 4) * lay.x_ld();
-                    a[0] = r0[0] * w0, a[1] = r0[8] * w0, a[2] = r1[0] * w1, a[3] = r1[8] * w1;
+                    const XT *r0 = xt + (k + t) * lay.x_ld(), *r1 = xt + (k + t + 4) * lay.x_ld();
+                    a[0] = m2c_to_float(r0[0]) * w0, a[1] = m2c_to_float(r0[8]) * w0;
+                    a[2] = m2c_to_float(r1[0]) * w1, a[3] = m2c_to_float(r1[8]) * w1;
                 },
                 BColumns<4>{BT + sc * lay.m_ld(), lay.m_ld()});
             each_element(acc, sr, sc,
@@ -476,13 +508,14 @@ enum { LONG_CHUNK = 64, SHORT_CHUNK = 32, MAX_TILES = 2 };
 /* The largest layout that fits the device's shared memory (`limit` bytes a block): long chunks
  * first (fewer steps in the sequential walk), then narrower channel slices, then a single
  * stage of copies. */
-static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
+template <class XT>
+static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout<XT> *out) {
     const int NP = round_up(N, 32), PT = P > 32 ? 64 : 32;
-    const ScanLayout options[] = {{LONG_CHUNK, PT, NP, 2},
-                                  {LONG_CHUNK, 32, NP, 2},
-                                  {SHORT_CHUNK, 32, NP, 2},
-                                  {SHORT_CHUNK, 32, NP, 1}};
-    for (const ScanLayout &lay : options)
+    const ScanLayout<XT> options[] = {{LONG_CHUNK, PT, NP, 2},
+                                      {LONG_CHUNK, 32, NP, 2},
+                                      {SHORT_CHUNK, 32, NP, 2},
+                                      {SHORT_CHUNK, 32, NP, 1}};
+    for (const ScanLayout<XT> &lay : options)
         if ((size_t)lay.floats() * sizeof(float) <= (size_t)limit &&
             lay.state_tiles() <= MAX_TILES * SCAN_WARPS) {
             *out = lay;
@@ -493,72 +526,87 @@ static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout *out) {
 
 /* chunks x operand_floats() a group and batch row: at most what long chunks take */
 size_t m2c_cuda_ssd_work_floats(int64_t B, int64_t T, int64_t N, int64_t G) {
-    const ScanLayout longest = {LONG_CHUNK, 32, round_up(N, 32), 1}; /* L and NP matter */
+    const ScanLayout<float> longest = {LONG_CHUNK, 32, round_up(N, 32), 1}; /* L, NP matter */
     const int64_t chunks = (T + LONG_CHUNK - 1) / LONG_CHUNK;
     return (size_t)(B * G * chunks) * longest.operand_floats();
 }
 
-/* A scan's operands, as m2c_cuda_ssd_chunked receives them. */
-struct ScanArgs {
+/* A scan's operands, as m2c_cuda_ssd_chunked receives them, x, B and C in their type. */
+template <class XT> struct ScanArgs {
     float *y, *state;
     int has_state;
-    const float *x, *Bm, *Cm;
+    const XT *x, *Bm, *Cm;
     int64_t ldx;
     const float *dt, *A, *D;
     int64_t B, T, H, P, N, G;
     float *work;
 };
 
-template <class Mode, int VEC, int TILES, class Lay>
-static void launch_with(const ScanArgs &a, const Lay &lay) {
+template <class XT, int VEC, int TILES, class Lay>
+static void launch_with(const ScanArgs<XT> &a, const Lay &lay) {
     const unsigned chunks = (unsigned)((a.T + lay.L - 1) / lay.L);
     const int product_bytes = lay.product_floats() * (int)sizeof(float);
-    cudaFuncSetAttribute(chunk_products_kernel<Mode, VEC, Lay>,
+    cudaFuncSetAttribute(chunk_products_kernel<XT, VEC, Lay>,
                          cudaFuncAttributeMaxDynamicSharedMemorySize, product_bytes);
-    chunk_products_kernel<Mode, VEC, Lay>
+    chunk_products_kernel<XT, VEC, Lay>
         <<<dim3(chunks, (unsigned)a.G, (unsigned)a.B), SCAN_THREADS, product_bytes,
            m2c_cuda_stream()>>>(a.work, a.Bm, a.Cm, a.ldx, a.T, a.N, lay);
 
     const int bytes = lay.floats() * (int)sizeof(float);
-    cudaFuncSetAttribute(ssd_scan_kernel<Mode, VEC, TILES, Lay>,
+    cudaFuncSetAttribute(ssd_scan_kernel<XT, VEC, TILES, Lay>,
                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     const dim3 grid((unsigned)((a.P + lay.PT - 1) / lay.PT), (unsigned)a.H, (unsigned)a.B);
-    ssd_scan_kernel<Mode, VEC, TILES, Lay><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
+    ssd_scan_kernel<XT, VEC, TILES, Lay><<<grid, SCAN_THREADS, bytes, m2c_cuda_stream()>>>(
         a.y, a.state, a.has_state, a.x, a.ldx, a.work, a.dt, a.A, a.D, a.T, a.H, a.P, a.N, a.G,
         lay);
 }
 
-template <class Mode, int VEC> static void launch_scan(const ScanArgs &a, const ScanLayout &lay) {
-    static_assert(CommonLayout{}.state_tiles() == SCAN_WARPS, "a tile a warp");
-    if (same_layout(lay, CommonLayout{})) launch_with<Mode, VEC, 1>(a, CommonLayout{});
-    else if (lay.state_tiles() <= SCAN_WARPS) launch_with<Mode, VEC, 1>(a, lay);
-    else launch_with<Mode, VEC, MAX_TILES>(a, lay);
+template <class XT, int VEC>
+static void launch_scan(const ScanArgs<XT> &a, const ScanLayout<XT> &lay) {
+    static_assert(CommonLayout<XT>{}.state_tiles() == SCAN_WARPS, "a tile a warp");
+    if (same_layout(lay, CommonLayout<XT>{})) launch_with<XT, VEC, 1>(a, CommonLayout<XT>{});
+    else if (lay.state_tiles() <= SCAN_WARPS) launch_with<XT, VEC, 1>(a, lay);
+    else launch_with<XT, VEC, MAX_TILES>(a, lay);
 }
 
-template <class Mode> static void scan_with(const ScanArgs &a, const ScanLayout &lay) {
-    const bool vec4 = a.P % 4 == 0 && a.N % 4 == 0 && m2c_rows_vec4(a.x, a.ldx) &&
-                      m2c_rows_vec4(a.Bm, a.ldx) && m2c_rows_vec4(a.Cm, a.ldx);
-    if (vec4) launch_scan<Mode, 4>(a, lay);
-    else launch_scan<Mode, 1>(a, lay);
+/* Whether rows of T at p, ld elements apart, all start at a multiple of 16 bytes. */
+template <class T> static bool rows_16_bytes(const T *p, int64_t ld) {
+    return (uintptr_t)p % 16 == 0 && ld * (int64_t)sizeof(T) % 16 == 0;
 }
 
-m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const float *x,
-                                const float *Bm, const float *Cm, int64_t ldx, const float *dt,
-                                const float *A, const float *D, int64_t B, int64_t T, int64_t H,
-                                int64_t P, int64_t N, int64_t G, m2c_dtype operands,
-                                float *work) {
-    if (B * T * H == 0) return M2C_OK;
+template <class XT>
+static m2c_status scan(const ScanArgs<XT> &a) {
     int device = 0, limit = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    ScanLayout lay;
-    if (!choose_layout(P, N, limit, &lay))
+    ScanLayout<XT> lay;
+    if (!choose_layout(a.P, a.N, limit, &lay))
         return m2c_fail(M2C_ERR_VALUE, "state_size %lld is too large for the CUDA scan on this "
                         "GPU: its state does not fit in a block (%d bytes of shared memory, %d "
                         "registers a thread for it)",
-                        (long long)N, limit, MAX_TILES * 16);
-    const ScanArgs args = {y, state, has_state, x, Bm, Cm, ldx, dt, A, D, B, T, H, P, N, G, work};
-    if (operands == M2C_F32) scan_with<Exact>(args, lay);
-    else scan_with<Tf32>(args, lay);
+                        (long long)a.N, limit, MAX_TILES * 16);
+    /* 16 bytes a copy where the rows allow it, else one element */
+    constexpr int vec = 16 / sizeof(XT);
+    if (a.P % vec == 0 && a.N % vec == 0 && rows_16_bytes(a.x, a.ldx) &&
+        rows_16_bytes(a.Bm, a.ldx) && rows_16_bytes(a.Cm, a.ldx))
+        launch_scan<XT, vec>(a, lay);
+    else
+        launch_scan<XT, 1>(a, lay);
     return M2C_OK;
+}
+
+m2c_status m2c_cuda_ssd_chunked(float *y, float *state, int has_state, const void *x,
+                                const void *Bm, const void *Cm, m2c_dtype dtype, int64_t ldx,
+                                const float *dt, const float *A, const float *D, int64_t B,
+                                int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
+                                float *work) {
+    if (B * T * H == 0) return M2C_OK;
+    m2c_status st = M2C_OK;
+    m2c_with_type(x, dtype, [&](auto *typed) {
+        using Elem = std::remove_const_t<std::remove_pointer_t<decltype(typed)>>;
+        const ScanArgs<Elem> args = {y, state, has_state, typed, (const Elem *)Bm,
+                                     (const Elem *)Cm, ldx, dt, A, D, B, T, H, P, N, G, work};
+        st = scan(args);
+    });
+    return st;
 }

@@ -36,7 +36,8 @@ struct m2c_backend {
     m2c_dtype (*product_input)(m2c_dtype weights, int64_t R);
     /* The type the input projection's output is stored in, for weights of type `weights`:
      * float32, or (CUDA) the weights' 16-bit type, rounded there as transformers' 16-bit model
-     * rounds it. The conv, ssd_inputs and the gated norm's z read it in that type. */
+     * rounds it. The conv, ssd_inputs and the gated norm's z read it in that type, and the conv
+     * writes its output, which transformers rounds too, in the same type. */
     m2c_dtype (*product_output)(m2c_dtype weights);
     /* The norms' `out` holds elements of `out_dtype`, float32 or what product_input gave. */
     void (*rmsnorm)(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor weight,
@@ -49,8 +50,8 @@ struct m2c_backend {
     m2c_status (*linear)(void *out, m2c_dtype out_dtype, int64_t ldo, const void *x,
                          m2c_dtype x_dtype, int64_t ldx, m2c_tensor W, m2c_tensor bias, int64_t R,
                          int64_t K, int64_t O, int accumulate);
-    /* in: elements of `in_dtype` (what product_output gave); out and state: float32. */
-    void (*conv1d)(float *out, float *state, int has_state, const void *in, m2c_dtype in_dtype,
+    /* in and out: elements of `dtype` (what product_output gave); the conv state: float32. */
+    void (*conv1d)(void *out, float *state, int has_state, const void *in, m2c_dtype dtype,
                    int64_t ldin, m2c_tensor w, m2c_tensor bias, const float *mask, int64_t B,
                    int64_t T, int64_t C, int64_t K, int silu);
     /* The SSD entries' per-head inputs, in float32: time steps dt[r, h] = clamp(softplus(
@@ -59,19 +60,21 @@ struct m2c_backend {
     void (*ssd_inputs)(float *dt, float *A, float *D, const void *raw, m2c_dtype raw_dtype,
                        int64_t ldraw, m2c_tensor dt_bias, m2c_tensor A_log, m2c_tensor D_weight,
                        int64_t R, int64_t H, float lo, float hi);
-    /* `operands`: the model's weight type. For a 16-bit model a backend may run the in-chunk
-     * products at reduced precision (CUDA: TF32 tensor cores); M2C_F32 asks for float32
+    /* x, Bm, Cm: the conv's output, rows of ldx elements of `dtype` (what product_output
+     * gave). For 16-bit inputs a backend may run the in-chunk products at reduced precision
+     * (CUDA: TF32 tensor cores, which hold 16-bit values exactly); float32 inputs get float32
      * accuracy. The CPU computes in float32 whatever it is given. */
-    m2c_status (*ssd_chunked)(float *y, float *state, int has_state, const float *x,
-                              const float *Bm, const float *Cm, int64_t ldx, const float *dt,
-                              const float *A, const float *D, int64_t B, int64_t T, int64_t H,
-                              int64_t P, int64_t N, int64_t G, int64_t Q, m2c_dtype operands,
+    m2c_status (*ssd_chunked)(float *y, float *state, int has_state, const void *x,
+                              const void *Bm, const void *Cm, m2c_dtype dtype, int64_t ldx,
+                              const float *dt, const float *A, const float *D, int64_t B,
+                              int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q,
                               float *work);
     size_t (*ssd_work_floats)(int64_t B, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
                               int64_t Q);
-    void (*ssd_step)(float *y, float *state, int has_state, const float *x, const float *Bm,
-                     const float *Cm, int64_t ldx, const float *dt, const float *A,
-                     const float *D, int64_t B, int64_t H, int64_t P, int64_t N, int64_t G);
+    void (*ssd_step)(float *y, float *state, int has_state, const void *x, const void *Bm,
+                     const void *Cm, m2c_dtype dtype, int64_t ldx, const float *dt,
+                     const float *A, const float *D, int64_t B, int64_t H, int64_t P, int64_t N,
+                     int64_t G);
     /* *loss = mean next-token cross-entropy (NaN when no label counts), written to host memory. */
     m2c_status (*cross_entropy)(float *loss, const float *logits, const int64_t *labels,
                                 int64_t B, int64_t T, int64_t V);

@@ -225,22 +225,25 @@ static m2c_status run_block(const m2c_config *c, const m2c_backend *be,
     const size_t proj_size = m2c_dtype_size(proj_type);
     char *const z = (char *)ws->zxbcdt, *const xBC = z + I * proj_size;
     char *const dt = xBC + C * proj_size;
+    /* The conv's output rows [x, B, C], in the same type. */
+    char *const x = (char *)ws->xbc, *const Bm = x + I * proj_size;
+    char *const Cm = Bm + GN * proj_size;
     be->rmsnorm(ws->normed, in_type, ws->hidden, lw->norm, mask, R, D, c->eps);
     st = be->linear(z, proj_type, proj, ws->normed, in_type, D, lw->in_proj, lw->in_proj_bias, R,
                     D, proj, 0);
     if (st != M2C_OK) return backend_status(be, st);
     if ((st = interrupted(a)) != M2C_OK) return st;
-    be->conv1d(ws->xbc, conv_state, has_state, xBC, proj_type, proj, lw->conv1d, lw->conv1d_bias,
-               mask, B, Tp, C, c->conv_kernel, 1);
+    be->conv1d(x, conv_state, has_state, xBC, proj_type, proj, lw->conv1d, lw->conv1d_bias, mask,
+               B, Tp, C, c->conv_kernel, 1);
     be->ssd_inputs(ws->dt, ws->A, ws->D, dt, proj_type, proj, lw->dt_bias, lw->A_log, lw->D, R, H,
                    c->dt_min, c->dt_max);
     if (Tp == 1) { /* decode: a single pass over the state, nothing chunked */
-        be->ssd_step(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN, C,
-                     ws->dt, ws->A, ws->D, B, H, c->head_dim, c->state_size, c->n_groups);
+        be->ssd_step(ws->y, ssm_state, has_state, x, Bm, Cm, proj_type, C, ws->dt, ws->A, ws->D,
+                     B, H, c->head_dim, c->state_size, c->n_groups);
     } else {
-        st = be->ssd_chunked(ws->y, ssm_state, has_state, ws->xbc, ws->xbc + I, ws->xbc + I + GN,
-                             C, ws->dt, ws->A, ws->D, B, Tp, H, c->head_dim, c->state_size,
-                             c->n_groups, m2c_ssd_chunk_size(c, be), lw->in_proj.dtype, ws->ssd);
+        st = be->ssd_chunked(ws->y, ssm_state, has_state, x, Bm, Cm, proj_type, C, ws->dt, ws->A,
+                             ws->D, B, Tp, H, c->head_dim, c->state_size, c->n_groups,
+                             m2c_ssd_chunk_size(c, be), ws->ssd);
         if (st != M2C_OK) return backend_status(be, st);
     }
     if ((st = interrupted(a)) != M2C_OK) return st;

@@ -9,8 +9,9 @@ typedef struct {
     float *normed;   /* [R, D]   block-norm output (in the product's input type), then
                         norm_f output (float32) */
     float *zxbcdt;   /* [R, 2I+2GN+H] in_proj output */
-    float *xbc;      /* [R, I+2GN] conv output: x | B | C; after the scan, the gated-norm
-                        output when the product takes it narrower than float32 */
+    float *xbc;      /* [R, I+2GN] conv output: x | B | C, in the in_proj output's type;
+                        after the scan, the gated-norm output when the product takes it
+                        narrower than float32 */
     float *dt;       /* [R, H] */
     float *y;        /* [R, I]   SSD output, then gated-norm output */
     float *mask;     /* [R]      this piece's attention mask */
