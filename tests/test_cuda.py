@@ -85,8 +85,9 @@ def test_16bit_weights_match_cpu(rng, dtype, name):
     cpu, gpu = random_pair(rng, dtype=dtype, **CONFIGS[name])
     ids = rng.integers(0, cpu.config.vocab_size, size=(3, 150))
     # The GPU rounds activations to the weights' type where transformers' 16-bit models do (the
-    # input projection's output, the products' inputs); the CPU keeps them in float32. Over 24
-    # random models of each config the RMS error reached 1.6e-2 (bf16) and 2.8e-3 (f16).
+    # input projection's output, the conv's output, the products' inputs); the CPU keeps them in
+    # float32. Over 24 random models of each config the RMS error reached 1.6e-2 (bf16) and
+    # 2.8e-3 (f16).
     bound = {"bfloat16": 2e-2, "float16": 4e-3}[dtype]
     assert rms_rel_err(gpu(ids).logits.numpy(), cpu(ids).logits) <= bound
 
@@ -99,7 +100,12 @@ def test_decode_sized_16bit_products(rng, dtype, rows):
     cpu, gpu = random_pair(rng, dtype=dtype, **CONFIGS["wide-chunk64"])
     V = cpu.config.vocab_size
     batch = rng.integers(0, V, size=(rows, 1))
-    assert rel_err(gpu(batch).logits.numpy(), cpu(batch).logits) <= 3e-2
+    # One token's logits do not average the rounding out: over 24 random models the RMS error
+    # from the CPU's float32 activations reached 6.3e-2 in bf16 (one model as sensitive to the
+    # rounding of its conv's output as transformers' bf16 path is; the median 6.5e-3) and
+    # 7.1e-3 in f16.
+    bound = {"bfloat16": 7e-2, "float16": 1e-2}[dtype]
+    assert rms_rel_err(gpu(batch).logits.numpy(), cpu(batch).logits) <= bound
     ids = rng.integers(0, V, size=(1, 40))
     long = gpu(ids).logits.numpy()[:, :rows]
     assert rel_err(gpu(ids[:, :rows]).logits.numpy(), long) <= 1e-3
