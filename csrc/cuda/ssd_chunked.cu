@@ -118,9 +118,9 @@ __device__ __forceinline__ void each_tile_group(int64_t ld, int sld, int rows, i
     }
 }
 
-/* A tile as it is (zeros where not valid), asynchronously. VEC x sizeof(T) bytes a copy: 16
- * (src, ld and cols_valid then multiples of VEC) or one element, 16-bit ones copied at once (the
- * asynchronous copies move 4, 8 or 16 bytes). */
+/* A tile as it is (zeros where not valid), asynchronously: VEC elements a copy, 16 bytes (src,
+ * ld and cols_valid then multiples of VEC) or one element. A single 16-bit element is stored at
+ * once, as an asynchronous copy moves at least 4 bytes. */
 template <int VEC, class T>
 __device__ __forceinline__ void load_tile(T *dst, int sld, const T *src, int64_t ld, int rows,
                                           int rows_valid, int width, int cols_valid) {
