@@ -3,8 +3,8 @@
  * errors surface at the backend's next check (cudaGetLastError). Activations are float32, except
  * where a type is passed with them: the norms may write theirs in a product's 16-bit type, and a
  * 16-bit model's input projection is written in its 16-bit type, which the conv, the time steps
- * and the gate read, and so is the conv's output, which the scan reads. Weights are m2c_tensor in float32, bfloat16 or float16; accumulation is
- * float32. */
+ * and the gate read, and so is the conv's output, which the scan reads. Weights are m2c_tensor
+ * in float32, bfloat16 or float16; accumulation is float32. */
 #ifndef M2C_CUDA_KERNELS_CUH
 #define M2C_CUDA_KERNELS_CUH
 

@@ -12,8 +12,8 @@ enum { STEP_WARPS = 8, ROWS_PER_WARP = 4, STEP_ROWS = STEP_WARPS * ROWS_PER_WARP
 template <int VEC, class T>
 __global__ void __launch_bounds__(STEP_WARPS * 32)
 ssd_step_kernel(float *y, float *state, int has_state, const T *x, const T *Bm, const T *Cm,
-                int64_t ldx, const float *dt, const float *A, const float *D,
-                int64_t H, int64_t P, int64_t N, int64_t heads_per_group) {
+                int64_t ldx, const float *dt, const float *A, const float *D, int64_t H, int64_t P,
+                int64_t N, int64_t heads_per_group) {
     extern __shared__ float shared[]; /* B then C of the head's group, N each */
     float *Bs = shared, *Cs = shared + N;
     const int64_t b = blockIdx.y, h = blockIdx.x, g = h / heads_per_group;
@@ -55,7 +55,8 @@ ssd_step_kernel(float *y, float *state, int has_state, const T *x, const T *Bm, 
     m2c_let_next_start();
     for (int r = 0; r < ROWS_PER_WARP; r++) {
         const float sum = m2c_warp_sum(acc[r]);
-        if (lane == 0 && p0 + r < P) y[(b * H + h) * P + p0 + r] = sum + D[h] * m2c_to_float(xh[p0 + r]);
+        if (lane == 0 && p0 + r < P)
+            y[(b * H + h) * P + p0 + r] = sum + D[h] * m2c_to_float(xh[p0 + r]);
     }
 }
 
@@ -76,7 +77,7 @@ void m2c_cuda_ssd_step(float *y, float *state, int has_state, const void *x, con
                        int64_t G) {
     if (B * H == 0) return;
     m2c_with_type(x, dtype, [&](auto *typed) {
-        using Elem = decltype(typed);
-        ssd_step(y, state, has_state, typed, (Elem)Bm, (Elem)Cm, ldx, dt, A, D, B, H, P, N, G);
+        using Ptr = decltype(typed);
+        ssd_step(y, state, has_state, typed, (Ptr)Bm, (Ptr)Cm, ldx, dt, A, D, B, H, P, N, G);
     });
 }
