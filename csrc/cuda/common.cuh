@@ -167,6 +167,12 @@ template <class T> __device__ __forceinline__ T m2c_round_to(float v) {
     else return v;
 }
 
+/* *p = v, or *p + v when accumulating, rounded to T once (a product's output, its bias). */
+template <class T>
+__device__ __forceinline__ void m2c_store_sum(T *p, float v, int accumulate) {
+    *p = m2c_round_to<T>((accumulate ? m2c_to_float(*p) : 0.0f) + v);
+}
+
 /* f stored as elements of T (float, or rounded to bf16 / f16): VEC = 4 writes 4 x sizeof(T)
  * bytes at once (p then a multiple of that). */
 template <class T, int VEC>

@@ -42,13 +42,6 @@ __device__ __forceinline__ float dot(uint4 raw, T type, const float *x, int64_t 
     return acc;
 }
 
-/* out[o] = v, or out[o] += v when accumulating (float32 only), rounded to OutT. */
-template <typename OutT>
-__device__ __forceinline__ void store_output(OutT *out, int64_t o, float v, int accumulate) {
-    if constexpr (std::is_same_v<OutT, float>) out[o] = (accumulate ? out[o] : 0.0f) + v;
-    else out[o] = m2c_round_to<OutT>(v);
-}
-
 /* out: float32, or (never accumulating) the 16-bit type the projection rounds to. */
 template <typename T, typename OutT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
@@ -78,7 +71,7 @@ gemv_kernel(OutT *out, const float *x, const T *W, m2c_tensor bias, int64_t K, i
     }
     m2c_let_next_start(); /* this block's weights are read: the next kernel may be placed */
     acc = m2c_warp_sum(acc);
-    if (lane == 0) store_output(out, o, acc + m2c_load_or_zero(bias, o), accumulate);
+    if (lane == 0) m2c_store_sum(out + o, acc + m2c_load_or_zero(bias, o), accumulate);
 }
 
 /* Any alignment, any K: one weight at a time. */
@@ -91,7 +84,7 @@ __global__ void gemv_scalar_kernel(OutT *out, const float *x, m2c_tensor W, m2c_
     float acc = 0.0f;
     for (int64_t k = lane; k < K; k += 32) acc += m2c_load(W, o * K + k) * x[k];
     acc = m2c_warp_sum(acc);
-    if (lane == 0) store_output(out, o, acc + m2c_load_or_zero(bias, o), accumulate);
+    if (lane == 0) m2c_store_sum(out + o, acc + m2c_load_or_zero(bias, o), accumulate);
 }
 
 template <typename T, typename OutT>

@@ -33,8 +33,7 @@ __global__ void bias_rows_kernel(T *out, int64_t ldo, m2c_tensor bias, int64_t O
                                  int accumulate) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    T *p = out + (i / O) * ldo + i % O;
-    *p = m2c_round_to<T>((accumulate ? m2c_to_float(*p) : 0.0f) + m2c_load(bias, i % O));
+    m2c_store_sum(out + (i / O) * ldo + i % O, m2c_load(bias, i % O), accumulate);
 }
 
 void m2c_cuda_bias_rows(void *out, m2c_dtype out_dtype, int64_t ldo, m2c_tensor bias, int64_t R,
