@@ -6,33 +6,36 @@
  * the first kernel computes them for every chunk and group at once, into the work memory, with
  * the chunk's C and B^T in float32 as the walk's products read them (so no walking block widens
  * them again). The second is the walk: one block per (batch row, head, slice of the head's
- * channels) goes through its sequence chunk by chunk, L tokens at a time, keeping the slice of
- * the state in its warps' registers. Three small matrix products a chunk (C S^T and M x for
- * the output, (w x)^T B for the state), on operands already in shared memory, while the next
- * chunk's x, B^T, dt and C B^T are copied in behind them (cp.async), and its C once this
- * chunk's outputs are done. The state never leaves the block until the last chunk, so the
- * walk reads its inputs once and writes y and the final state once. x, B and C are the conv's
- * output, in float32 or in a 16-bit type (XT); the walk keeps x in that type in shared memory.
- * Decays are exponentiated only for s <= q (differences of a decreasing sum, never > 0), so no
- * inf * 0 appears. The chunk length is the scan's own (what fits in shared memory): it changes
- * only the rounding, not the result. */
+ * channels) goes through its sequence chunk by chunk, L tokens at a time. Three small matrix
+ * products a chunk, on operands already in shared memory, in two chains that run side by side
+ * on two teams of warps: the output warps make y (C S^T, then M x), the state warps the next
+ * state ((w x)^T B), which they keep in their registers. Meanwhile the next chunk's x, B^T, dt
+ * and C B^T are copied in behind them (cp.async), and its C once this chunk's outputs are done.
+ * The state never leaves the block until the last chunk, so the walk reads its inputs once and
+ * writes y and the final state once. x, B and C are the conv's output, in float32 or in a
+ * 16-bit type (XT); the walk keeps x in that type in shared memory. Decays are exponentiated
+ * only for s <= q (differences of a decreasing sum, never > 0), so no inf * 0 appears. The
+ * chunk length is the scan's own (what fits in shared memory): it changes only the rounding,
+ * not the result. */
 #include "../model/status.h"
 #include "kernels.cuh"
 
-/* 16 warps a block (one block a multiprocessor, for its shared memory): with 64-token chunks and
- * 64-channel slices, each product of a chunk has one output tile a warp. */
-enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32 };
+/* 16 warps a block (one block a multiprocessor, for its shared memory), in the walk half of them
+ * output warps and half state warps: with 64-token chunks and 64-channel slices, an output warp
+ * has one 16 x 32 tile of y and a state warp two of the state. */
+enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32, OUTPUT_WARPS = 8,
+       STATE_WARPS = SCAN_WARPS - OUTPUT_WARPS };
 
 /* A walking block's shared memory, in floats. L tokens a chunk, PT channels, NP state columns
  * (each a multiple of 32: the warps' output tiles cover them exactly; the padding is zero); x
  * is held in its own type XT.
  * `stages` copies of the per-chunk x, B^T, C B^T (made into M in place) and dt, so the next
  * chunk's arrive while this one is used; C and the state S once (S as the products read it:
- * the state itself stays in the warps' registers); each warp's own copy of the running sums,
- * and the decays. Row strides: rows that ldmatrix reads (C, B^T, M, S) are an odd number of
- * 16-byte units apart, rows read a column at a time (x; B in the products kernel) 32 bytes past
- * a multiple of 128, so that each fragment load hits 32 different banks (B read by ldmatrix, in
- * C B^T, takes two passes). */
+ * the state itself stays in the state warps' registers); each warp's own copy of the running
+ * sums (a state warp's become its weights w), and the output decays e. Row strides: rows that
+ * ldmatrix reads (C, B^T, M, S) are an odd number of 16-byte units apart, rows read a column
+ * at a time (x; B in the products kernel) 32 bytes past a multiple of 128, so that each
+ * fragment load hits 32 different banks (B read by ldmatrix, in C B^T, takes two passes). */
 template <class Dims, class XT> struct Layout : Dims {
     __host__ __device__ int x_ld() const { return this->PT + 32 / (int)sizeof(XT); } /* in XT */
     __host__ __device__ int x_floats() const { return this->L * x_ld() * (int)sizeof(XT) / 4; }
@@ -44,9 +47,9 @@ template <class Dims, class XT> struct Layout : Dims {
     }
     __host__ __device__ int floats() const {
         return this->stages * stage_floats() + this->L * c_ld() + this->PT * c_ld() +
-               (SCAN_WARPS + 2) * this->L;
+               (SCAN_WARPS + 1) * this->L;
     }
-    /* 16 x 32 tiles of the state, spread over the warps' registers */
+    /* 16 x 32 tiles of the state, spread over the state warps' registers */
     __host__ __device__ constexpr int state_tiles() const {
         return this->PT / 16 * (this->NP / 32);
     }
@@ -99,21 +102,27 @@ __device__ __forceinline__ void copies_wait(int pending) {
     else asm volatile("cp.async.wait_group 0;\n" ::);
 }
 
+/* The warps sharing a copy: this one's index among them, and how many they are. */
+struct Team {
+    int warp, warps;
+};
+
 /* move(from, to, valid) for each group of VEC elements of a rows x width tile of a token-major
- * matrix (row r at r * ld) going to shared rows `sld` apart, a warp a row; valid is false for
- * rows >= rows_valid and columns >= cols_valid. A lane walks its column down the rows, so a
- * copy's addresses cost an add each, not a product. */
+ * matrix (row r at r * ld) going to shared rows `sld` apart, a warp of the team a row; valid is
+ * false for rows >= rows_valid and columns >= cols_valid. A lane walks its column down the rows,
+ * so a copy's addresses cost an add each, not a product. */
 template <int VEC, class Move>
 __device__ __forceinline__ void each_tile_group(int64_t ld, int sld, int rows, int rows_valid,
-                                                int width, int cols_valid, Move move) {
-    const int r0 = threadIdx.x / 32;
+                                                int width, int cols_valid, Team team,
+                                                Move move) {
+    const int r0 = team.warp;
     for (int col = threadIdx.x % 32 * VEC; col < width; col += 32 * VEC) {
         const bool col_valid = col < cols_valid;
         int64_t from = r0 * ld + col;
         int to = r0 * sld + col;
-        for (int r = r0; r < rows; r += SCAN_WARPS) {
+        for (int r = r0; r < rows; r += team.warps) {
             move(from, to, col_valid && r < rows_valid);
-            from += SCAN_WARPS * ld, to += SCAN_WARPS * sld;
+            from += team.warps * ld, to += team.warps * sld;
         }
     }
 }
@@ -123,8 +132,8 @@ __device__ __forceinline__ void each_tile_group(int64_t ld, int sld, int rows, i
  * once, as an asynchronous copy moves at least 4 bytes. */
 template <int VEC, class T>
 __device__ __forceinline__ void load_tile(T *dst, int sld, const T *src, int64_t ld, int rows,
-                                          int rows_valid, int width, int cols_valid) {
-    each_tile_group<VEC>(ld, sld, rows, rows_valid, width, cols_valid,
+                                          int rows_valid, int width, int cols_valid, Team team) {
+    each_tile_group<VEC>(ld, sld, rows, rows_valid, width, cols_valid, team,
                          [&](int64_t from, int to, bool valid) {
                              if constexpr (VEC * sizeof(T) >= 4)
                                  copy_async<VEC * sizeof(T)>(dst + to, valid ? src + from : src,
@@ -139,12 +148,12 @@ __device__ __forceinline__ void load_tile(T *dst, int sld, const T *src, int64_t
 template <int VEC, class T>
 __device__ __forceinline__ void load_tile_floats(float *dst, int sld, const T *src, int64_t ld,
                                                  int rows, int rows_valid, int width,
-                                                 int cols_valid) {
+                                                 int cols_valid, Team team) {
     if constexpr (std::is_same_v<T, float>) {
-        load_tile<VEC>(dst, sld, src, ld, rows, rows_valid, width, cols_valid);
+        load_tile<VEC>(dst, sld, src, ld, rows, rows_valid, width, cols_valid, team);
     } else {
         constexpr int step = VEC % 4 == 0 ? 4 : 1;
-        each_tile_group<VEC>(ld, sld, rows, rows_valid, width, cols_valid,
+        each_tile_group<VEC>(ld, sld, rows, rows_valid, width, cols_valid, team,
                              [&](int64_t from, int to, bool valid) {
                                  for (int i = 0; i < VEC; i += step) {
                                      m2c_floats<step> v = {};
@@ -303,14 +312,17 @@ __device__ float running_sums(float *cs, const float *dt, float A, int L) {
     return carried;
 }
 
-/* A warp: the end-state weights w_s = exp(cs_last - cs_s) dt_s and the output decays
- * e_q = exp(cs_q). */
-__device__ void chunk_decays(float *w, float *e, const float *cs, float cs_last, const float *dt,
-                             int L) {
-    for (int s = threadIdx.x % 32; s < L; s += 32) {
-        w[s] = expf(cs_last - cs[s]) * dt[s];
-        e[s] = expf(cs[s]);
-    }
+/* Named barriers beside __syncthreads (barrier 0): OUTPUTS among the output warps, S_READ
+ * between the output warps (arriving once they have read S) and the state warps (waiting before
+ * they overwrite it). A barrier orders the shared-memory accesses made before it. */
+enum { OUTPUTS = 1, S_READ = 2 };
+
+__device__ __forceinline__ void barrier_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+__device__ __forceinline__ void barrier_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 /* The products kernel. Block (chunk, group, batch row): the chunk's operands for the walk, in
@@ -327,8 +339,9 @@ chunk_products_kernel(float *work, const XT *Bm, const XT *Cm, int64_t ldx, int6
     const int64_t c = blockIdx.x, g = blockIdx.y, b = blockIdx.z, t0 = c * L;
     const int len = (int)(T - t0 < L ? T - t0 : L);
     const int64_t from = (b * T + t0) * ldx + g * N;
-    load_tile_floats<VEC>(Cs, lay.c_ld(), Cm + from, ldx, L, len, lay.NP, (int)N);
-    load_tile_floats<VEC>(Bs, lay.b_ld(), Bm + from, ldx, L, len, lay.NP, (int)N);
+    const Team everyone = {warp, SCAN_WARPS};
+    load_tile_floats<VEC>(Cs, lay.c_ld(), Cm + from, ldx, L, len, lay.NP, (int)N, everyone);
+    load_tile_floats<VEC>(Bs, lay.b_ld(), Bm + from, ldx, L, len, lay.NP, (int)N, everyone);
     copies_commit();
     copies_wait(0);
     __syncthreads();
@@ -350,10 +363,11 @@ chunk_products_kernel(float *work, const XT *Bm, const XT *Cm, int64_t ldx, int6
 }
 
 /* The walk. Block (channel slice, head, batch row). x: rows of ldx elements, one a token; work:
- * the products kernel's output. The state is PT x NP in 16 x 32 tiles, at most
- * TILES a warp (tile warp + i * SCAN_WARPS), held in the warp's registers from the first
- * chunk to the last: each chunk's update accumulates into them, and writes S to shared memory
- * only as the next chunk's output product reads it (rounded once, not at every use). */
+ * the products kernel's output. The output warps write y; the state warps hold the state, PT x
+ * NP in 16 x 32 tiles, at most TILES a warp (tile i * STATE_WARPS + the warp's index among
+ * them), in their registers from the first chunk to the last. Each chunk's update accumulates
+ * into them and is written to shared memory as the next chunk's output product reads it
+ * (rounded once, not at every use), once this chunk's output product has read the last one. */
 /* The layouts are sized for one block a multiprocessor, and the bounds say so: without the 1,
  * ptxas may cap the registers for two blocks and spill. */
 template <class XT, int VEC, int TILES, class Lay>
@@ -365,11 +379,13 @@ ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
     extern __shared__ float4 shared_floats4[];
     float *const sm = (float *)shared_floats4;
     const int L = lay.L, PT = lay.PT, NP = lay.NP, warp = threadIdx.x / 32;
+    const bool output_warp = warp < OUTPUT_WARPS;
+    const Team everyone = {warp, SCAN_WARPS}, outputs = {warp, OUTPUT_WARPS};
     const int64_t b = blockIdx.z, h = blockIdx.y, g = h / (H / G), p0 = blockIdx.x * PT;
     const int pw = (int)(P - p0 < PT ? P - p0 : PT); /* the slice's channels */
     float *const Cs = sm + lay.stages * lay.stage_floats(), *const S = Cs + L * lay.c_ld();
     float *const sums = S + PT * lay.c_ld(); /* each warp's copy of the running sums */
-    float *const cs = sums + warp * L, *const w = sums + SCAN_WARPS * L, *const e = w + L;
+    float *const cs = sums + warp * L, *const e = sums + SCAN_WARPS * L;
     const XT *const xb = x + b * T * ldx + h * P + p0;
     const float *const dtb = dt + b * T * H + h;
     float *const stateb = state + ((b * H + h) * P + p0) * N;
@@ -389,121 +405,150 @@ ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
         const int len = (int)(T - t0 < L ? T - t0 : L);
         float *const st = stage(c), *const dts = stage_dt(st);
         const float *const ops = operands(c);
-        load_tile<VEC>((XT *)st, lay.x_ld(), xb + t0 * ldx, ldx, L, len, PT, pw);
-        load_tile<4>(stage_M(st), lay.m_ld(), ops, L, L, L, L, L);
-        load_tile<4>(stage_BT(st), lay.m_ld(), ops + L * L + L * NP, L, NP, NP, L, L);
+        load_tile<VEC>((XT *)st, lay.x_ld(), xb + t0 * ldx, ldx, L, len, PT, pw, everyone);
+        load_tile<4>(stage_M(st), lay.m_ld(), ops, L, L, L, L, L, everyone);
+        load_tile<4>(stage_BT(st), lay.m_ld(), ops + L * L + L * NP, L, NP, NP, L, L, everyone);
         for (int s = threadIdx.x; s < L; s += SCAN_THREADS)
             copy_async<4>(dts + s, s < len ? dtb + (t0 + s) * H : dtb, s < len);
     };
+    /* by the output warps, the only ones reading C */
     auto load_c = [&](int64_t c) {
-        load_tile<4>(Cs, lay.c_ld(), operands(c) + L * L, NP, L, L, NP, NP);
+        load_tile<4>(Cs, lay.c_ld(), operands(c) + L * L, NP, L, L, NP, NP, outputs);
     };
 
-    const int state_tiles = lay.state_tiles();
+    const int state_tiles = lay.state_tiles(), state_warp = warp - OUTPUT_WARPS;
     float state_acc[TILES][4][4];
-    /* f(acc, first row, first column) for each of this warp's tiles of the state */
+    /* f(acc, first row, first column) for each of this state warp's tiles of the state */
     auto each_state_tile = [&](auto f) {
 #pragma unroll
         for (int i = 0; i < TILES; i++) {
-            const int tile = warp + i * SCAN_WARPS;
+            const int tile = state_warp + i * STATE_WARPS;
             if (tile < state_tiles) f(state_acc[i], tile / (NP / 32) * 16, tile % (NP / 32) * 32);
         }
     };
-    each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
-        each_element(acc, sr, sc, [&](float &v, int p, int n) {
-            v = has_state && p < pw && n < N ? stateb[p * N + n] : 0.0f;
-            S[p * lay.c_ld() + n] = Mode::stage(v);
+    auto store_state_tiles = [&] { /* S as the next output product reads it */
+        each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
+            each_element(acc, sr, sc,
+                         [&](float v, int p, int n) { S[p * lay.c_ld() + n] = Mode::stage(v); });
         });
-    });
-    load_c(0);
+    };
+    if (output_warp) {
+        load_c(0);
+    } else {
+        each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
+            each_element(acc, sr, sc, [&](float &v, int p, int n) {
+                v = has_state && p < pw && n < N ? stateb[p * N + n] : 0.0f;
+            });
+        });
+        store_state_tiles();
+    }
     if (lay.stages == 2) load_stage(0);
     copies_commit();
 
     const float a_h = A[h], d_h = D[h];
-    const int m_tiles = L / 16 * (L / 16), y_tiles = L / 16 * (PT / 16);
+    const int m_tiles = L / 16 * (L / 16), y_tiles = L / 16 * (PT / 32);
     for (int64_t c = 0; c < chunks; c++) {
-        /* two stages: the next chunk's now; one: this chunk's, waited for at once */
-        if (lay.stages == 1) load_stage(c);
-        else if (c + 1 < chunks) load_stage(c + 1);
-        copies_commit();
-        copies_wait(lay.stages - 1);
-        __syncthreads();
+        if (lay.stages == 1) { /* one stage: this chunk's, once the last one is read */
+            __syncthreads();
+            load_stage(c);
+            copies_commit();
+        }
+        copies_wait(0);
+        __syncthreads(); /* this chunk's operands, C and the last chunk's S are in */
+        if (lay.stages == 2 && c + 1 < chunks) { /* into the stage the last chunk read */
+            load_stage(c + 1);
+            copies_commit();
+        }
         const int64_t t0 = c * L;
         const int len = (int)(T - t0 < L ? T - t0 : L);
         float *const st = stage(c), *const BT = stage_BT(st), *const M = stage_M(st);
         float *const dts = stage_dt(st);
         const XT *const xs = (const XT *)st;
-        /* every warp sums the decays itself: cheaper than a barrier before M */
-        const float cs_last = running_sums(cs, dts, a_h, L);
-        if (warp == 0) chunk_decays(w, e, cs, cs_last, dts, L);
-        /* M from C B^T in place, masked and decayed: 16 x 16 tiles, at most one a warp, four
-         * floats a lane at a time */
-        for (int tile = warp; tile < m_tiles; tile += SCAN_WARPS) {
-            const int mr = tile / (L / 16) * 16, mc = tile % (L / 16) * 16;
-            for (int i = threadIdx.x % 32; i < 64; i += 32) {
-                const int q = mr + i / 4, s0 = mc + i % 4 * 4;
-                float4 *const p = (float4 *)(M + q * lay.m_ld() + s0);
-                float v[4] = {p->x, p->y, p->z, p->w};
-                for (int k = 0; k < 4; k++) {
-                    const int s = s0 + k;
-                    v[k] = Mode::stage(s <= q ? v[k] * Mode::exp(cs[q] - cs[s]) * dts[s] : 0.0f);
+        if (output_warp) {
+            /* y = e (C S^T) + M x + D x: an L x PT output in 16 x 32 tiles, at most one a warp.
+             * C S^T first, as it needs neither the decays nor M. */
+            const int yr = warp / (PT / 32) * 16, yc = warp % (PT / 32) * 32;
+            float out[4][4] = {};
+            if (warp < y_tiles)
+                warp_product<Mode, 4, true, true>(out, NP,
+                                                  ARows{Cs + yr * lay.c_ld(), lay.c_ld()},
+                                                  BColumns<4>{S + yc * lay.c_ld(), lay.c_ld()});
+            barrier_arrive(S_READ, SCAN_THREADS);
+            /* every warp sums the decays itself: cheaper than a barrier */
+            running_sums(cs, dts, a_h, L);
+            if (warp == 0)
+                for (int q = threadIdx.x % 32; q < L; q += 32) e[q] = expf(cs[q]);
+            /* M from C B^T in place, masked and decayed: 16 x 16 tiles, four floats a lane at
+             * a time */
+            for (int tile = warp; tile < m_tiles; tile += OUTPUT_WARPS) {
+                const int mr = tile / (L / 16) * 16, mc = tile % (L / 16) * 16;
+                for (int i = threadIdx.x % 32; i < 64; i += 32) {
+                    const int q = mr + i / 4, s0 = mc + i % 4 * 4;
+                    float4 *const p = (float4 *)(M + q * lay.m_ld() + s0);
+                    float v[4] = {p->x, p->y, p->z, p->w};
+                    for (int k = 0; k < 4; k++) {
+                        const int s = s0 + k;
+                        v[k] = Mode::stage(s <= q ? v[k] * Mode::exp(cs[q] - cs[s]) * dts[s]
+                                                  : 0.0f);
+                    }
+                    *p = make_float4(v[0], v[1], v[2], v[3]);
                 }
-                *p = make_float4(v[0], v[1], v[2], v[3]);
             }
-        }
-        __syncthreads();
-
-        /* y = e (C S^T) + M x + D x: an L x PT output in 16 x 16 tiles, at most one a warp */
-        if (warp < y_tiles) {
-            const int yr = warp / (PT / 16) * 16, yc = warp % (PT / 16) * 16;
-            float out[2][4] = {};
-            warp_product<Mode, 2, true, true>(out, NP, ARows{Cs + yr * lay.c_ld(), lay.c_ld()},
-                                              BColumns<2>{S + yc * lay.c_ld(), lay.c_ld()});
-            each_element(out, yr, yc, [&](float &v, int q, int) { v *= e[q]; });
-            warp_product<Mode, 2, true, true>(out, L, ARows{M + yr * lay.m_ld(), lay.m_ld()},
-                                              BRows<2, XT>{xs + yc, lay.x_ld()});
-            each_element(out, yr, yc, [&](float v, int q, int p) {
-                if (q < len && p < pw)
-                    y[((b * T + t0 + q) * H + h) * P + p0 + p] =
-                        v + d_h * m2c_to_float(xs[q * lay.x_ld() + p]);
+            barrier_sync(OUTPUTS, OUTPUT_WARPS * 32); /* M and e are whole, C is read */
+            if (c + 1 < chunks) {
+                load_c(c + 1);
+                copies_commit();
+            }
+            if (warp < y_tiles) {
+                each_element(out, yr, yc, [&](float &v, int q, int) { v *= e[q]; });
+                warp_product<Mode, 4, true, true>(out, L, ARows{M + yr * lay.m_ld(), lay.m_ld()},
+                                                  BRows<4, XT>{xs + yc, lay.x_ld()});
+                each_element(out, yr, yc, [&](float v, int q, int p) {
+                    if (q < len && p < pw)
+                        y[((b * T + t0 + q) * H + h) * P + p0 + p] =
+                            v + d_h * m2c_to_float(xs[q * lay.x_ld() + p]);
+                });
+            }
+        } else {
+            /* S = exp(cs_last) S + (w x)^T B, in each warp's tiles; the running sums become the
+             * end-state weights w_s = exp(cs_last - cs_s) dt_s */
+            const float cs_last = running_sums(cs, dts, a_h, L);
+            float *const w = cs;
+            for (int s = threadIdx.x % 32; s < L; s += 32) w[s] = expf(cs_last - cs[s]) * dts[s];
+            __syncwarp();
+            const float decay = expf(cs_last);
+            each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
+                each_element(acc, sr, sc, [&](float &v, int, int) { v *= decay; });
+                const XT *xt = xs + sr + threadIdx.x % 32 / 4;
+                const int t = threadIdx.x % 4;
+                warp_product<Mode, 4, false, true>(
+                    acc, L,
+                    [&](int k, float a[4]) { /* (w x)^T: x stored by token, weighted as read */
+                        const float w0 = w[k + t], w1 = w[k + t + 4];
+                        const XT *r0 = xt + (k + t) * lay.x_ld(),
+                                 *r1 = xt + (k + t + 4) * lay.x_ld();
+                        a[0] = m2c_to_float(r0[0]) * w0, a[1] = m2c_to_float(r0[8]) * w0;
+                        a[2] = m2c_to_float(r1[0]) * w1, a[3] = m2c_to_float(r1[8]) * w1;
+                    },
+                    BColumns<4>{BT + sc * lay.m_ld(), lay.m_ld()});
             });
+            barrier_sync(S_READ, SCAN_THREADS); /* the output warps have read the last S */
+            store_state_tiles();
         }
-        __syncthreads(); /* C and S are read */
-        if (c + 1 < chunks) load_c(c + 1);
-        copies_commit();
-
-        /* S = exp(cs_last) S + (w x)^T B, in each warp's tiles */
-        const float decay = expf(cs_last);
-        each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
-            each_element(acc, sr, sc, [&](float &v, int, int) { v *= decay; });
-            const XT *xt = xs + sr + threadIdx.x % 32 / 4;
-            const int t = threadIdx.x % 4;
-            warp_product<Mode, 4, false, true>(
-                acc, L,
-                [&](int k, float a[4]) { /* (w x)^T: x stored by token, weighted as it is read */
-                    const float w0 = w[k + t], w1 = w[k + t + 4];
-                    const XT *r0 = xt + (k + t) * lay.x_ld(), *r1 = xt + (k + t + 4) * lay.x_ld();
-                    a[0] = m2c_to_float(r0[0]) * w0, a[1] = m2c_to_float(r0[8]) * w0;
-                    a[2] = m2c_to_float(r1[0]) * w1, a[3] = m2c_to_float(r1[8]) * w1;
-                },
-                BColumns<4>{BT + sc * lay.m_ld(), lay.m_ld()});
-            each_element(acc, sr, sc,
-                         [&](float v, int p, int n) { S[p * lay.c_ld() + n] = Mode::stage(v); });
-        });
-        __syncthreads(); /* S is whole; this chunk's stage and decays may be overwritten */
     }
-    each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
-        each_element(acc, sr, sc, [&](float v, int p, int n) {
-            if (p < pw && n < N) stateb[p * N + n] = v;
+    if (!output_warp)
+        each_state_tile([&](float(&acc)[4][4], int sr, int sc) {
+            each_element(acc, sr, sc, [&](float v, int p, int n) {
+                if (p < pw && n < N) stateb[p * N + n] = v;
+            });
         });
-    });
 }
 
 static int round_up(int64_t v, int m) { return (int)((v + m - 1) / m * m); }
 
 /* The chunk lengths the walk may take: the longest that fits, so the work memory is sized for
- * the first. A warp holds at most MAX_TILES tiles of the state in its registers. */
-enum { LONG_CHUNK = 64, SHORT_CHUNK = 32, MAX_TILES = 2 };
+ * the first. A state warp holds at most MAX_TILES tiles of the state in its registers. */
+enum { LONG_CHUNK = 64, SHORT_CHUNK = 32, MAX_TILES = 4 };
 
 /* The largest layout that fits the device's shared memory (`limit` bytes a block): long chunks
  * first (fewer steps in the sequential walk), then narrower channel slices, then a single
@@ -517,7 +562,7 @@ static bool choose_layout(int64_t P, int64_t N, int limit, ScanLayout<XT> *out) 
                                       {SHORT_CHUNK, 32, NP, 1}};
     for (const ScanLayout<XT> &lay : options)
         if ((size_t)lay.floats() * sizeof(float) <= (size_t)limit &&
-            lay.state_tiles() <= MAX_TILES * SCAN_WARPS) {
+            lay.state_tiles() <= MAX_TILES * STATE_WARPS) {
             *out = lay;
             return true;
         }
@@ -563,9 +608,9 @@ static void launch_with(const ScanArgs<XT> &a, const Lay &lay) {
 
 template <class XT, int VEC>
 static void launch_scan(const ScanArgs<XT> &a, const ScanLayout<XT> &lay) {
-    static_assert(CommonLayout<XT>{}.state_tiles() == SCAN_WARPS, "a tile a warp");
-    if (same_layout(lay, CommonLayout<XT>{})) launch_with<XT, VEC, 1>(a, CommonLayout<XT>{});
-    else if (lay.state_tiles() <= SCAN_WARPS) launch_with<XT, VEC, 1>(a, lay);
+    static_assert(CommonLayout<XT>{}.state_tiles() == 2 * STATE_WARPS, "two tiles a warp");
+    if (same_layout(lay, CommonLayout<XT>{})) launch_with<XT, VEC, 2>(a, CommonLayout<XT>{});
+    else if (lay.state_tiles() <= 2 * STATE_WARPS) launch_with<XT, VEC, 2>(a, lay);
     else launch_with<XT, VEC, MAX_TILES>(a, lay);
 }
 
