@@ -13,6 +13,7 @@ import glob
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -129,8 +130,24 @@ def cuda_extension():
     return ext
 
 
+def side_by_side(run, items):
+    """[run(item) for item in items], up to one at a time a core: each item is a compiler
+    process, so the sources of an extension compile at once instead of one after the other."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(run, items))
+
+
 class BuildExt(build_ext):
-    """Compiles an extension's .cu files with nvcc first and links their objects in."""
+    """Compiles an extension's sources side by side, its .cu files with nvcc first, and links
+    their objects in."""
+
+    def build_extensions(self):
+        one_by_one = self.compiler.compile
+        self.compiler.compile = lambda sources, *args, **kwargs: [
+            obj for objects in side_by_side(lambda source: one_by_one([source], *args, **kwargs),
+                                            sources)
+            for obj in objects]
+        super().build_extensions()
 
     def build_extension(self, ext):
         sources = getattr(ext, "cuda_sources", None)
@@ -152,17 +169,17 @@ class BuildExt(build_ext):
                  "-Icsrc/include", "-Icsrc/cuda", "--expt-relaxed-constexpr"] + gencode
         if os.environ.get("MAMBA2C_WERROR") == "1":
             flags += ["-Werror", "all-warnings"]
-        objects = []
+        objects, commands = [], []
         for source in sources:
             obj = os.path.join(self.build_temp, os.path.splitext(source)[0] + ".o")
             os.makedirs(os.path.dirname(obj), exist_ok=True)
             deps = [source] + ext.depends
             if self.force or not os.path.exists(obj) or any(
                     os.path.getmtime(d) > os.path.getmtime(obj) for d in deps):
-                cmd = [ext.nvcc, *flags, "-c", source, "-o", obj]
-                print(" ".join(cmd))
-                subprocess.check_call(cmd)
+                commands.append([ext.nvcc, *flags, "-c", source, "-o", obj])
+                print(" ".join(commands[-1]))
             objects.append(obj)
+        side_by_side(subprocess.check_call, commands)
         return objects
 
 
