@@ -25,6 +25,12 @@ model.generate(ids, max_new_tokens=4, do_sample=False)
 bf16 = mamba2c.Mamba2ForCausalLM(config, seed=0, device="cuda", dtype="bfloat16")
 bf16(ids)  # tensor-core scan and products, norms writing bf16
 bf16.generate(ids, max_new_tokens=2, do_sample=False)
+# the scan's common layout (64-channel heads, 128 state columns), which the tiny heads above
+# do not take
+common = mamba2c.Mamba2Config(vocab_size=61, hidden_size=128, num_hidden_layers=1, num_heads=4,
+                              head_dim=64, state_size=128, n_groups=2)
+for dtype in ("float32", "bfloat16"):
+    mamba2c.Mamba2ForCausalLM(common, seed=0, device="cuda", dtype=dtype)(ids[:1], use_cache=True)
 print("sanitized run done", float(out.loss))
 PYEOF
 if command -v compute-sanitizer >/dev/null; then
