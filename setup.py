@@ -137,16 +137,21 @@ def side_by_side(run, items):
         return list(pool.map(run, items))
 
 
+def compile_side_by_side(compile_sources):
+    """A compiler's compile(sources, ...) calling the given one on each source side by side."""
+    def compile_all(sources, *args, **kwargs):
+        per_source = side_by_side(lambda source: compile_sources([source], *args, **kwargs),
+                                  sources)
+        return [obj for objects in per_source for obj in objects]
+    return compile_all
+
+
 class BuildExt(build_ext):
     """Compiles an extension's sources side by side, its .cu files with nvcc first, and links
     their objects in."""
 
     def build_extensions(self):
-        one_by_one = self.compiler.compile
-        self.compiler.compile = lambda sources, *args, **kwargs: [
-            obj for objects in side_by_side(lambda source: one_by_one([source], *args, **kwargs),
-                                            sources)
-            for obj in objects]
+        self.compiler.compile = compile_side_by_side(self.compiler.compile)
         super().build_extensions()
 
     def build_extension(self, ext):

@@ -93,7 +93,7 @@ INLINE_AVX2 float hsum(__m256 v) {
 INLINE_AVX2 void gemv_tile(float *dots, const float *x, const float *xs, int64_t ldx,
                            int64_t ldxs, const int R, const int OT, m2c_tensor W,
                            const m2c_dtype dtype, int64_t o, int64_t K) {
-    const size_t size = dtype == M2C_F32 ? 4 : 2;
+    const size_t size = m2c_dtype_size(dtype);
     /* the next tile's rows, which follow these in memory, fetched at the rate these are read */
     const char *next = (const char *)W.data + (size_t)(o + OT) * K * size;
     __m256 acc[4][GEMV_MAX_ROWS], acc2[4][GEMV_MAX_ROWS];

@@ -192,11 +192,17 @@ __device__ __forceinline__ void m2c_store_as(T *p, const m2c_floats<VEC> &f) {
     }
 }
 
-/* Whether rows of T starting at p, `stride` elements apart, all allow accesses of four elements
- * at once (m2c_load_floats<4>, m2c_store_as<T, 4>): each starts at a multiple of 4 x sizeof(T)
- * bytes. */
+/* Whether rows of T starting at p, `stride` elements apart, all start at a multiple of `bytes`
+ * (a power of two). */
+template <class T>
+static inline bool m2c_rows_aligned(const T *p, int64_t stride, size_t bytes) {
+    return (uintptr_t)p % bytes == 0 && (size_t)stride * sizeof(T) % bytes == 0;
+}
+
+/* Whether such rows allow accesses of four elements at once (m2c_load_floats<4>,
+ * m2c_store_as<T, 4>). */
 template <class T> static inline bool m2c_rows_vec4(const T *p, int64_t stride) {
-    return (uintptr_t)p % (4 * sizeof(T)) == 0 && stride % 4 == 0;
+    return m2c_rows_aligned(p, stride, 4 * sizeof(T));
 }
 
 /* f(p) with p seen as pointing to elements of `dtype` (float, bf16 or f16), const as given. */

@@ -98,7 +98,7 @@ static void launch(OutT *out, const float *x, const void *W, m2c_tensor bias, in
 void m2c_cuda_gemv(void *out, m2c_dtype out_dtype, const float *x, m2c_tensor W, m2c_tensor bias,
                    int64_t K, int64_t O, int accumulate) {
     if (O == 0) return;
-    const int per_load = W.dtype == M2C_F32 ? 4 : 8;
+    const int per_load = 16 / (int)m2c_dtype_size(W.dtype);
     const int aligned = (uintptr_t)W.data % 16 == 0 && (uintptr_t)x % 16 == 0 && K % per_load == 0;
     m2c_with_type(out, out_dtype, [&](auto *typed) {
         if (!aligned) {

@@ -614,11 +614,6 @@ static void launch_scan(const ScanArgs<XT> &a, const ScanLayout<XT> &lay) {
     else launch_with<XT, VEC, MAX_TILES>(a, lay);
 }
 
-/* Whether rows of T at p, ld elements apart, all start at a multiple of 16 bytes. */
-template <class T> static bool rows_16_bytes(const T *p, int64_t ld) {
-    return (uintptr_t)p % 16 == 0 && ld * (int64_t)sizeof(T) % 16 == 0;
-}
-
 template <class XT>
 static m2c_status scan(const ScanArgs<XT> &a) {
     int device = 0, limit = 0;
@@ -632,8 +627,8 @@ static m2c_status scan(const ScanArgs<XT> &a) {
                         (long long)a.N, limit, MAX_TILES * 16);
     /* 16 bytes a copy where the rows allow it, else one element */
     constexpr int vec = 16 / sizeof(XT);
-    if (a.P % vec == 0 && a.N % vec == 0 && rows_16_bytes(a.x, a.ldx) &&
-        rows_16_bytes(a.Bm, a.ldx) && rows_16_bytes(a.Cm, a.ldx))
+    if (a.P % vec == 0 && a.N % vec == 0 && m2c_rows_aligned(a.x, a.ldx, 16) &&
+        m2c_rows_aligned(a.Bm, a.ldx, 16) && m2c_rows_aligned(a.Cm, a.ldx, 16))
         launch_scan<XT, vec>(a, lay);
     else
         launch_scan<XT, 1>(a, lay);
