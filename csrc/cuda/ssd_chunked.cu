@@ -8,9 +8,10 @@
  * them again). The second is the walk: one block per (batch row, head, slice of the head's
  * channels) goes through its sequence chunk by chunk, L tokens at a time. Three small matrix
  * products a chunk, on operands already in shared memory, in two chains that run side by side
- * on two teams of warps: the output warps make y (C S^T, then M x), the state warps the next
- * state ((w x)^T B), which they keep in their registers. Meanwhile the next chunk's x, B^T, dt
- * and C B^T are copied in behind them (cp.async), and its C once this chunk's outputs are done.
+ * on two teams of warps: the output warps make y (C S^T, then M x), the state warps M (from
+ * C B^T, the decays and the mask) and the next state ((w x)^T B), which they keep in their
+ * registers. M x stops at the diagonal, right of which M is zero. Meanwhile the next chunk's x,
+ * B^T, dt and C B^T are copied in behind them (cp.async), and its C once this chunk's C is read.
  * The state never leaves the block until the last chunk, so the walk reads its inputs once and
  * writes y and the final state once. x, B and C are the conv's output, in float32 or in a
  * 16-bit type (XT); the walk keeps x in that type in shared memory. Decays are exponentiated
@@ -31,8 +32,8 @@ enum { SCAN_THREADS = 512, SCAN_WARPS = SCAN_THREADS / 32, OUTPUT_WARPS = 8,
  * is held in its own type XT.
  * `stages` copies of the per-chunk x, B^T, C B^T (made into M in place) and dt, so the next
  * chunk's arrive while this one is used; C and the state S once (S as the products read it:
- * the state itself stays in the state warps' registers); each warp's own copy of the running
- * sums (a state warp's become its weights w), and the output decays e. Row strides: rows that
+ * the state itself stays in the state warps' registers); each state warp's own copy of the
+ * running sums (which become its weights w), and the output decays e. Row strides: rows that
  * ldmatrix reads (C, B^T, M, S) are an odd number of 16-byte units apart, rows read a column
  * at a time (x; B in the products kernel) 32 bytes past a multiple of 128, so that each
  * fragment load hits 32 different banks (B read by ldmatrix, in C B^T, takes two passes). */
@@ -47,7 +48,7 @@ template <class Dims, class XT> struct Layout : Dims {
     }
     __host__ __device__ int floats() const {
         return this->stages * stage_floats() + this->L * c_ld() + this->PT * c_ld() +
-               (SCAN_WARPS + 1) * this->L;
+               (STATE_WARPS + 1) * this->L;
     }
     /* 16 x 32 tiles of the state, spread over the state warps' registers */
     __host__ __device__ constexpr int state_tiles() const {
@@ -312,10 +313,13 @@ __device__ float running_sums(float *cs, const float *dt, float A, int L) {
     return carried;
 }
 
-/* Named barriers beside __syncthreads (barrier 0): OUTPUTS among the output warps, S_READ
- * between the output warps (arriving once they have read S) and the state warps (waiting before
- * they overwrite it). A barrier orders the shared-memory accesses made before it. */
-enum { OUTPUTS = 1, S_READ = 2 };
+/* Named barriers beside __syncthreads (barrier 0), between the two teams: S_READ, where the
+ * output warps arrive once they have read C and S and the state warps wait before they
+ * overwrite S; M_READY, where the state warps arrive once M and e are written and the output
+ * warps wait before they read them (and overwrite C). A barrier orders the shared-memory
+ * accesses made before it. M was the output warps' work until their chain proved the longer:
+ * a quarter of the walk's stall samples were warps waiting at the chunk's block barrier. */
+enum { S_READ = 1, M_READY = 2 };
 
 __device__ __forceinline__ void barrier_sync(int id, int threads) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
@@ -328,7 +332,7 @@ __device__ __forceinline__ void barrier_arrive(int id, int threads) {
 /* The products kernel. Block (chunk, group, batch row): the chunk's operands for the walk, in
  * its block of operand_floats() of `work`: C B^T of the chunk's L tokens (L x L), then C
  * (L x NP) and B^T (NP x L), both in float32 as the walk's products read them. The 16 x 16
- * tiles of C B^T above the diagonal, which the walk masks out, are written as zeros. */
+ * tiles of C B^T above the diagonal, which the walk does not read, are written as zeros. */
 template <class XT, int VEC, class Lay>
 __global__ void __launch_bounds__(SCAN_THREADS)
 chunk_products_kernel(float *work, const XT *Bm, const XT *Cm, int64_t ldx, int64_t T, int64_t N,
@@ -384,8 +388,9 @@ ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
     const int64_t b = blockIdx.z, h = blockIdx.y, g = h / (H / G), p0 = blockIdx.x * PT;
     const int pw = (int)(P - p0 < PT ? P - p0 : PT); /* the slice's channels */
     float *const Cs = sm + lay.stages * lay.stage_floats(), *const S = Cs + L * lay.c_ld();
-    float *const sums = S + PT * lay.c_ld(); /* each warp's copy of the running sums */
-    float *const cs = sums + warp * L, *const e = sums + SCAN_WARPS * L;
+    const int state_warp = warp - OUTPUT_WARPS;
+    float *const sums = S + PT * lay.c_ld(); /* each state warp's copy of the running sums */
+    float *const cs = sums + state_warp * L, *const e = sums + STATE_WARPS * L;
     const XT *const xb = x + b * T * ldx + h * P + p0;
     const float *const dtb = dt + b * T * H + h;
     float *const stateb = state + ((b * H + h) * P + p0) * N;
@@ -416,7 +421,7 @@ ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
         load_tile<4>(Cs, lay.c_ld(), operands(c) + L * L, NP, L, L, NP, NP, outputs);
     };
 
-    const int state_tiles = lay.state_tiles(), state_warp = warp - OUTPUT_WARPS;
+    const int state_tiles = lay.state_tiles();
     float state_acc[TILES][4][4];
     /* f(acc, first row, first column) for each of this state warp's tiles of the state */
     auto each_state_tile = [&](auto f) {
@@ -466,7 +471,7 @@ ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
         const XT *const xs = (const XT *)st;
         if (output_warp) {
             /* y = e (C S^T) + M x + D x: an L x PT output in 16 x 32 tiles, at most one a warp.
-             * C S^T first, as it needs neither the decays nor M. */
+             * C S^T first, while the state warps make M and e. */
             const int yr = warp / (PT / 32) * 16, yc = warp % (PT / 32) * 32;
             float out[4][4] = {};
             if (warp < y_tiles)
@@ -474,34 +479,16 @@ ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
                                                   ARows{Cs + yr * lay.c_ld(), lay.c_ld()},
                                                   BColumns<4>{S + yc * lay.c_ld(), lay.c_ld()});
             barrier_arrive(S_READ, SCAN_THREADS);
-            /* every warp sums the decays itself: cheaper than a barrier */
-            running_sums(cs, dts, a_h, L);
-            if (warp == 0)
-                for (int q = threadIdx.x % 32; q < L; q += 32) e[q] = expf(cs[q]);
-            /* M from C B^T in place, masked and decayed: 16 x 16 tiles, four floats a lane at
-             * a time */
-            for (int tile = warp; tile < m_tiles; tile += OUTPUT_WARPS) {
-                const int mr = tile / (L / 16) * 16, mc = tile % (L / 16) * 16;
-                for (int i = threadIdx.x % 32; i < 64; i += 32) {
-                    const int q = mr + i / 4, s0 = mc + i % 4 * 4;
-                    float4 *const p = (float4 *)(M + q * lay.m_ld() + s0);
-                    float v[4] = {p->x, p->y, p->z, p->w};
-                    for (int k = 0; k < 4; k++) {
-                        const int s = s0 + k;
-                        v[k] = Mode::stage(s <= q ? v[k] * Mode::exp(cs[q] - cs[s]) * dts[s]
-                                                  : 0.0f);
-                    }
-                    *p = make_float4(v[0], v[1], v[2], v[3]);
-                }
-            }
-            barrier_sync(OUTPUTS, OUTPUT_WARPS * 32); /* M and e are whole, C is read */
+            barrier_sync(M_READY, SCAN_THREADS); /* M and e are whole, and C is read */
             if (c + 1 < chunks) {
                 load_c(c + 1);
                 copies_commit();
             }
             if (warp < y_tiles) {
                 each_element(out, yr, yc, [&](float &v, int q, int) { v *= e[q]; });
-                warp_product<Mode, 4, true, true>(out, L, ARows{M + yr * lay.m_ld(), lay.m_ld()},
+                /* M is zero right of the diagonal: a row tile needs the tokens up to its end */
+                warp_product<Mode, 4, true, true>(out, yr + 16,
+                                                  ARows{M + yr * lay.m_ld(), lay.m_ld()},
                                                   BRows<4, XT>{xs + yc, lay.x_ld()});
                 each_element(out, yr, yc, [&](float v, int q, int p) {
                     if (q < len && p < pw)
@@ -510,9 +497,36 @@ ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
                 });
             }
         } else {
+            const float cs_last = running_sums(cs, dts, a_h, L);
+            if (state_warp == 0)
+                for (int q = threadIdx.x % 32; q < L; q += 32) e[q] = expf(cs[q]);
+            /* M from C B^T in place, masked and decayed: the 16 x 16 tiles on and left of the
+             * diagonal, which the output product reads, four floats a lane at a time */
+            for (int tile = state_warp; tile < m_tiles; tile += STATE_WARPS) {
+                const int mr = tile / (L / 16) * 16, mc = tile % (L / 16) * 16;
+                if (mc > mr) continue;
+                for (int i = threadIdx.x % 32; i < 64; i += 32) {
+                    const int q = mr + i / 4, s0 = mc + i % 4 * 4;
+                    float4 *const p = (float4 *)(M + q * lay.m_ld() + s0);
+                    const float4 m4 = *p, cs4 = *(const float4 *)(cs + s0),
+                                 dt4 = *(const float4 *)(dts + s0);
+                    const float m[4] = {m4.x, m4.y, m4.z, m4.w},
+                                c[4] = {cs4.x, cs4.y, cs4.z, cs4.w},
+                                d[4] = {dt4.x, dt4.y, dt4.z, dt4.w};
+                    const float cs_q = cs[q];
+                    float v[4];
+                    for (int k = 0; k < 4; k++) { /* selects, not branches */
+                        const bool kept = s0 + k <= q;
+                        const float decayed = m[k] * Mode::exp(kept ? cs_q - c[k] : 0.0f) * d[k];
+                        v[k] = Mode::stage(kept ? decayed : 0.0f);
+                    }
+                    *p = make_float4(v[0], v[1], v[2], v[3]);
+                }
+            }
+            barrier_arrive(M_READY, SCAN_THREADS);
+            __syncwarp(); /* every lane has read the running sums */
             /* S = exp(cs_last) S + (w x)^T B, in each warp's tiles; the running sums become the
              * end-state weights w_s = exp(cs_last - cs_s) dt_s */
-            const float cs_last = running_sums(cs, dts, a_h, L);
             float *const w = cs;
             for (int s = threadIdx.x % 32; s < L; s += 32) w[s] = expf(cs_last - cs[s]) * dts[s];
             __syncwarp();
@@ -532,7 +546,7 @@ ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
                     },
                     BColumns<4>{BT + sc * lay.m_ld(), lay.m_ld()});
             });
-            barrier_sync(S_READ, SCAN_THREADS); /* the output warps have read the last S */
+            barrier_sync(S_READ, SCAN_THREADS); /* the output warps have read S */
             store_state_tiles();
         }
     }
