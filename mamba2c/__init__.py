@@ -3,9 +3,14 @@ import os
 
 # OpenMP threads that spin while they wait steal the core from the thread they wait for as soon
 # as anything else runs on the machine (a notebook, a second model, a build): decode then runs
-# several times slower. Sleeping costs microseconds per kernel on an idle machine. Read when
-# the OpenMP runtime loads, so only before the extension is imported; a user's setting wins.
+# several times slower. Sleeping costs microseconds per kernel on an idle machine, where a
+# decode step starts about a hundred parallel loops: GNU OpenMP's threads first spin 300 times
+# (a few microseconds, about the gap between two loops), then sleep. On two cores that made
+# decode 12% faster idle and 4-6% slower beside a busy process (benchmarks/RESULTS.md). Read
+# when the OpenMP runtime loads, so only before the extension is imported; a user's setting
+# wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "300")
 
 from . import cuda, ops  # noqa: E402
 from ._C import HAS_OPENBLAS  # noqa: E402
