@@ -389,7 +389,8 @@ ssd_scan_kernel(float *y, float *state, int has_state, const XT *x, int64_t ldx,
     const int pw = (int)(P - p0 < PT ? P - p0 : PT); /* the slice's channels */
     float *const Cs = sm + lay.stages * lay.stage_floats(), *const S = Cs + L * lay.c_ld();
     const int state_warp = warp - OUTPUT_WARPS;
-    float *const sums = S + PT * lay.c_ld(); /* each state warp's copy of the running sums */
+    /* each state warp's copy of the running sums (cs: the state warps' only), then e */
+    float *const sums = S + PT * lay.c_ld();
     float *const cs = sums + state_warp * L, *const e = sums + STATE_WARPS * L;
     const XT *const xb = x + b * T * ldx + h * P + p0;
     const float *const dtb = dt + b * T * H + h;
