@@ -63,9 +63,14 @@ def test_conv1d(rng, K, T):
     b = rng.normal(size=C).astype(np.float32)
     mask = (rng.random((B, T)) > 0.3).astype(np.float32)
     want, want_state = ref.causal_conv1d(x, w, b, None, mask)
-    state = np.zeros((B, C, K), np.float32)
     got = ops.causal_conv1d(x, w, b, mask=mask)
     assert rel_err(got, want) < 1e-6
+    # a fresh cache: whatever its state holds is read as zeros, then replaced
+    state = rng.normal(size=(B, C, K)).astype(np.float32)
+    got = np.empty_like(x)
+    _C.conv1d(got, state, False, x, (w, 0), (b, 0), mask, B, T, C, K, True)
+    assert rel_err(got, want) < 1e-6
+    assert np.array_equal(state, want_state.astype(np.float32))
     # continuing from a state: fresh state in, the next K inputs out
     state = rng.normal(size=(B, C, K)).astype(np.float32)
     want, want_state = ref.causal_conv1d(x, w, b, state.astype(np.float64), mask)

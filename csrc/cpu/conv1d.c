@@ -1,6 +1,8 @@
 /* Causal depthwise conv1d over time, fused with the activation, the padding mask and the
  * conv-state update. Time is the outer loop and channels the inner one, so every input row is
  * read with unit stride and the tap loop vectorises across channels. */
+#include <string.h>
+
 #include "dtype.h"
 #include "kernels.h"
 #include "simd.h"
@@ -46,20 +48,27 @@ static M2C_VECTORIZE void conv_block(float *out, float *state, int has_state, co
             }
 }
 
-/* One token (decode) of channels [c0, c0 + n): each channel's window is its kept inputs and the
- * new one, read in place; the state then shifts by one. Channels are the outer loop here, as the
- * weights and the state are [channel, tap]; the activation is a second, vectorised pass. */
+/* One token (decode) of channels [c0, c0 + n). The state is [channel, tap], so shifting every
+ * channel's window by one is a single move of the block; the new inputs then fill each window's
+ * last tap, and the taps' products are a flat, vectorised loop with the weights widened first. */
 static M2C_VECTORIZE void conv_step(float *out, float *state, int has_state, const float *in,
                                     m2c_tensor w, m2c_tensor bias, float m, int64_t K, int silu,
                                     int64_t c0, int64_t n) {
+    float taps[CONV_BLOCK * CONV_MAX_K], bias_row[CONV_BLOCK];
+    m2c_widen(taps, w, (size_t)c0 * K, (size_t)(n * K));
+    if (bias.data)
+        m2c_widen(bias_row, bias, (size_t)c0, (size_t)n);
+    else
+        memset(bias_row, 0, sizeof(float) * n);
+    if (has_state) /* each window's oldest input drops out; its last slot is rewritten below */
+        memmove(state, state + 1, sizeof(float) * (n * K - 1));
+    else
+        memset(state, 0, sizeof(float) * n * K);
+    for (int64_t c = 0; c < n; c++) state[c * K + K - 1] = in[c];
     for (int64_t c = 0; c < n; c++) {
-        float *s = state + c * K, acc = bias.data ? m2c_load(bias, c0 + c) : 0.0f;
-        for (int64_t k = 0; k + 1 < K; k++) {
-            s[k] = has_state ? s[k + 1] : 0.0f; /* input at time k - (K - 1) */
-            acc += m2c_load(w, (size_t)(c0 + c) * K + k) * s[k];
-        }
-        s[K - 1] = in[c];
-        out[c] = acc + m2c_load(w, (size_t)(c0 + c) * K + K - 1) * in[c];
+        float acc = bias_row[c];
+        for (int64_t k = 0; k < K; k++) acc += taps[c * K + k] * state[c * K + k];
+        out[c] = acc;
     }
     if (silu) {
 #pragma omp simd
@@ -73,7 +82,9 @@ void m2c_conv1d(float *out, float *state, int has_state, const float *in, int64_
                 int64_t K, int silu) {
     if (T == 0 && !state) return; /* no outputs and no state, however many rows: nothing to do */
     int64_t blocks = (C + CONV_BLOCK - 1) / CONV_BLOCK;
-#pragma omp parallel for collapse(2) schedule(static) if (B * T * C > 32768)
+    /* even one token's conv is worth both cores: run serially, it would take long enough for the
+     * other thread to fall asleep before the state update wakes it */
+#pragma omp parallel for collapse(2) schedule(static) if (B * T * C * K > 4096)
     for (int64_t b = 0; b < B; b++)
         for (int64_t blk = 0; blk < blocks; blk++) {
             int64_t c0 = blk * CONV_BLOCK, n = (c0 + CONV_BLOCK < C ? c0 + CONV_BLOCK : C) - c0;
