@@ -79,6 +79,9 @@ double m2c_cross_entropy(const float *logits, const int64_t *labels, int64_t B, 
 /* Number of threads the kernels use. */
 int m2c_threads(void);
 
+/* The calling thread's number in its parallel region's team, 0 outside one. */
+int m2c_thread_id(void);
+
 /* Makes the calling thread use the count set with m2c_set_num_threads; every entry point calls
  * it before its first parallel region. */
 void m2c_threads_apply(void);

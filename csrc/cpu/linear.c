@@ -8,6 +8,7 @@
 #include "../model/status.h"
 #include "dtype.h"
 #include "kernels.h"
+#include "spans.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
@@ -182,11 +183,11 @@ static m2c_status linear_gemv(float *out, int64_t ldo, const float *x, int64_t l
         xs = split;
         ldxs = K;
     }
-    /* guided: long contiguous runs of rows first (prefetch-friendly), short ones at the end so
-     * that a thread slowed by the machine's other work does not leave the other waiting */
-#pragma omp parallel for schedule(guided) if (O * K > 32768)
-    for (int64_t o0 = 0; o0 < O; o0 += GEMV_BLOCK) {
-        int64_t end = o0 + GEMV_BLOCK < O ? o0 + GEMV_BLOCK : O;
+    m2c_spans spans;
+    m2c_spans_init(&spans, (O + GEMV_BLOCK - 1) / GEMV_BLOCK);
+#pragma omp parallel if (O * K > 32768)
+    for (int64_t b; (b = m2c_spans_next(&spans)) >= 0;) {
+        int64_t o0 = b * GEMV_BLOCK, end = o0 + GEMV_BLOCK < O ? o0 + GEMV_BLOCK : O;
         for (int64_t o = o0; o < end;) {
             float dots[4 * GEMV_MAX_ROWS];
             int done = 1;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "spans.h"
 #include "simd.h"
 
 /* One head's P x N state: s = s * decay + (dt x) B^T, y = s C + D x. */
@@ -25,15 +26,15 @@ void m2c_ssd_step(float *y, float *state, int has_state, const float *x, const f
                   const float *Cm, int64_t ldx, const float *dt, const float *A, const float *D,
                   int64_t B, int64_t H, int64_t P, int64_t N, int64_t G) {
     const int64_t heads_per_group = H / G;
-#pragma omp parallel for collapse(2) schedule(static) if (B * H * P * N > 32768)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            float *s = state + (b * H + h) * P * N;
-            const float step = dt[b * H + h];
-            if (!has_state) memset(s, 0, sizeof(float) * P * N);
-            head_step(y + b * H * P + h * P, s, x + b * ldx + h * P,
-                      Bm + b * ldx + (h / heads_per_group) * N,
-                      Cm + b * ldx + (h / heads_per_group) * N, step, expf(step * A[h]), D[h], P,
-                      N);
-        }
+    m2c_spans spans;
+    m2c_spans_init(&spans, B * H);
+#pragma omp parallel if (B * H * P * N > 32768)
+    for (int64_t bh; (bh = m2c_spans_next(&spans)) >= 0;) {
+        const int64_t b = bh / H, h = bh % H;
+        float *s = state + bh * P * N;
+        const float step = dt[bh];
+        if (!has_state) memset(s, 0, sizeof(float) * P * N);
+        head_step(y + bh * P, s, x + b * ldx + h * P, Bm + b * ldx + (h / heads_per_group) * N,
+                  Cm + b * ldx + (h / heads_per_group) * N, step, expf(step * A[h]), D[h], P, N);
+    }
 }

@@ -43,6 +43,14 @@ static void single_thread_after_fork(void) { m2c_set_num_threads(1); }
 
 void m2c_threads_init(void) { pthread_atfork(NULL, NULL, single_thread_after_fork); }
 
+int m2c_thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 int m2c_threads(void) {
 #ifdef _OPENMP
     return thread_count > 0 ? thread_count : omp_get_max_threads();
