@@ -7,10 +7,12 @@ import os
 # decode step starts about a hundred parallel loops: GNU OpenMP's threads first spin 300 times
 # (a few microseconds, about the gap between two loops), then sleep. On two cores that made
 # decode 12% faster idle and 4-6% slower beside a busy process (benchmarks/RESULTS.md). Read
-# when the OpenMP runtime loads, so only before the extension is imported; a user's setting
-# wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GOMP_SPINCOUNT", "300")
+# when the OpenMP runtime loads, so only before the extension is imported. A user's setting
+# wins: GNU OpenMP takes GOMP_SPINCOUNT over the wait policy, so the spin count is set only
+# with the policy, or OMP_WAIT_POLICY=ACTIVE alone would still sleep after 300 spins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ.setdefault("GOMP_SPINCOUNT", "300")
 
 from . import cuda, ops  # noqa: E402
 from ._C import HAS_OPENBLAS  # noqa: E402

@@ -1,9 +1,13 @@
 """One model shared by several Python threads: same results as serial use, and the GIL is free
 while the engine computes."""
+import os
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
+import pytest
 
 import mamba2c
 from conftest import tiny_config_kwargs
@@ -84,3 +88,19 @@ def test_fork_after_use_does_not_hang(rng):
     child.join(timeout=60)
     assert child.exitcode == 0
     assert np.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy, spins", [(None, "300"), ("ACTIVE", None), ("PASSIVE", None)])
+def test_openmp_wait_defaults_leave_a_users_policy_alone(policy, spins):
+    # GNU OpenMP takes GOMP_SPINCOUNT over OMP_WAIT_POLICY: a spin count set beside a user's
+    # ACTIVE policy would make idle threads sleep after all.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(mamba2c.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
+    code = ("import os, mamba2c; "
+            "print(os.environ['OMP_WAIT_POLICY'], os.environ.get('GOMP_SPINCOUNT'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [policy or "PASSIVE", str(spins)]
