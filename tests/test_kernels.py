@@ -28,7 +28,9 @@ def test_rmsnorm_gated(rng, width, group):
 @pytest.mark.parametrize("use_blas", [True, False])
 @pytest.mark.parametrize("rows,k,o", [(1, 8, 3), (1, 47, 13), (2, 40, 9), (3, 200, 33),
                                       (4, 33, 17), (8, 64, 64), (9, 70, 5), (50, 129, 67),
-                                      (300, 96, 200)])
+                                      (300, 96, 200),
+                                      # shared over threads, a partial block and tile at the end
+                                      (1, 300, 1001), (2, 300, 1001), (5, 300, 1001)])
 @pytest.mark.parametrize("wdtype", ["float32", "bfloat16", "float16"])
 def test_linear(rng, use_blas, rows, k, o, wdtype):
     x = rng.normal(size=(rows, k)).astype(np.float32)

@@ -32,11 +32,18 @@ void m2c_gemm_use_blas(int enable) {
 
 int m2c_gemm_has_blas(void) { return blas_enabled; }
 
-enum { GEMV_MAX_ROWS = 8, GEMV_BLOCK = 16, WIDEN_ROWS = 256, BUILTIN_COLS = 64 };
+enum { GEMV_MAX_ROWS = 8, GEMV_MAX_TILE = 4, GEMV_BLOCK = 16, WIDEN_ROWS = 256, BUILTIN_COLS = 64 };
+
+/* How far ahead of its reads a one-row GEMV prefetches (6-9 KB measured best on AVX2 and
+ * AVX-512 hosts). With R rows a tile takes R times as long, so the same lead is R times fewer
+ * bytes: further ahead, the lines would be evicted from L1, which x's R rows fill, before use. */
+enum { GEMV_PREFETCH_BYTES = 8192 };
 
 /* ---- GEMV: R <= GEMV_MAX_ROWS rows against every weight row ----
- * Memory-bound: each weight is loaded once and used for every row. With one row, four weight
- * rows are streamed at once, two FMA chains each, so that the FMA latency stays hidden. */
+ * Memory-bound: each weight is loaded once and used for every row. With one row, a tile streams
+ * several weight rows at once, two FMA chains each, so that the FMA latency stays hidden: two
+ * rows of 16-bit weights (four made bfloat16 decode a sixth slower on the 130m shape) and four
+ * of float32 (two made its decode slower). */
 
 static void gemv_generic(float *dots, const float *x, int64_t ldx, int64_t R, m2c_tensor W,
                          int64_t o, int64_t K) {
@@ -90,14 +97,16 @@ INLINE_AVX2 float hsum(__m256 v) {
 /* dots[t * R + r] = W[o + t] . x[r] for OT weight rows and R input rows; R, OT and dtype are
  * compile-time constants at every call site, so the accumulators live in registers. xs is x in
  * load16's order (x itself but for bfloat16). The rows are short, too short for the hardware
- * prefetcher to get ahead of four interleaved streams, so the next tile is prefetched here. */
+ * prefetcher to get ahead of interleaved streams, so the tiles GEMV_PREFETCH_BYTES ahead, which
+ * follow these in memory, are prefetched here at the rate these are read. */
 INLINE_AVX2 void gemv_tile(float *dots, const float *x, const float *xs, int64_t ldx,
                            int64_t ldxs, const int R, const int OT, m2c_tensor W,
                            const m2c_dtype dtype, int64_t o, int64_t K) {
     const size_t size = m2c_dtype_size(dtype);
-    /* the next tile's rows, which follow these in memory, fetched at the rate these are read */
-    const char *next = (const char *)W.data + (size_t)(o + OT) * K * size;
-    __m256 acc[4][GEMV_MAX_ROWS], acc2[4][GEMV_MAX_ROWS];
+    const size_t lead = (size_t)OT * K * size * R; /* a tile's bytes, times its time */
+    const size_t ahead = lead < GEMV_PREFETCH_BYTES ? GEMV_PREFETCH_BYTES / lead : 1;
+    const char *next = (const char *)W.data + (size_t)(o + OT * ahead) * K * size;
+    __m256 acc[GEMV_MAX_TILE][GEMV_MAX_ROWS], acc2[GEMV_MAX_TILE][GEMV_MAX_ROWS];
     for (int t = 0; t < OT; t++)
         for (int r = 0; r < R; r++) acc[t][r] = acc2[t][r] = _mm256_setzero_ps();
     int64_t k = 0;
@@ -132,9 +141,9 @@ INLINE_AVX2 void gemv_tile(float *dots, const float *x, const float *xs, int64_t
 
 #define GEMV_CASE(R_, OT_)                                                       \
     case R_:                                                                     \
-        if (OT >= OT_) {                                                         \
-            gemv_tile(dots, x, xs, ldx, ldxs, R_, OT_, W, dtype, o, K);          \
-            return OT_;                                                          \
+        if (OT >= (OT_)) {                                                       \
+            gemv_tile(dots, x, xs, ldx, ldxs, R_, (OT_), W, dtype, o, K);        \
+            return (OT_);                                                        \
         }                                                                        \
         gemv_tile(dots, x, xs, ldx, ldxs, R_, 1, W, dtype, o, K);                \
         return 1;
@@ -144,7 +153,7 @@ INLINE_AVX2 int gemv_dtype(float *dots, const float *x, const float *xs, int64_t
                            int64_t ldxs, int64_t R, m2c_tensor W, const m2c_dtype dtype, int64_t o,
                            int64_t OT, int64_t K) {
     switch (R) {
-        GEMV_CASE(1, 4)
+        GEMV_CASE(1, dtype == M2C_F32 ? 4 : 2)
         GEMV_CASE(2, 2)
         GEMV_CASE(3, 1)
         GEMV_CASE(4, 1)
@@ -189,7 +198,7 @@ static m2c_status linear_gemv(float *out, int64_t ldo, const float *x, int64_t l
     for (int64_t b; (b = m2c_spans_next(&spans)) >= 0;) {
         int64_t o0 = b * GEMV_BLOCK, end = o0 + GEMV_BLOCK < O ? o0 + GEMV_BLOCK : O;
         for (int64_t o = o0; o < end;) {
-            float dots[4 * GEMV_MAX_ROWS];
+            float dots[GEMV_MAX_TILE * GEMV_MAX_ROWS];
             int done = 1;
 #ifdef M2C_X86
             if (vector)
