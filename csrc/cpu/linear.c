@@ -103,8 +103,8 @@ INLINE_AVX2 void gemv_tile(float *dots, const float *x, const float *xs, int64_t
                            int64_t ldxs, const int R, const int OT, m2c_tensor W,
                            const m2c_dtype dtype, int64_t o, int64_t K) {
     const size_t size = m2c_dtype_size(dtype);
-    const size_t lead = (size_t)OT * K * size * R; /* a tile's bytes, times its time */
-    const size_t ahead = lead < GEMV_PREFETCH_BYTES ? GEMV_PREFETCH_BYTES / lead : 1;
+    const size_t lead = (size_t)OT * K * size * R; /* a tile's bytes, scaled by its R rows */
+    const size_t ahead = lead && lead < GEMV_PREFETCH_BYTES ? GEMV_PREFETCH_BYTES / lead : 1;
     const char *next = (const char *)W.data + (size_t)(o + OT * ahead) * K * size;
     __m256 acc[GEMV_MAX_TILE][GEMV_MAX_ROWS], acc2[GEMV_MAX_TILE][GEMV_MAX_ROWS];
     for (int t = 0; t < OT; t++)
