@@ -10,16 +10,23 @@
 /* Channels handled per task: enough to vectorise, few enough to spread over the cores. */
 enum { CONV_BLOCK = 256, CONV_MAX_K = 16 };
 
+/* The bias of channels [c0, c0 + n) as float32, zeros when there is none. */
+static void bias_slice(float *row, m2c_tensor bias, int64_t c0, int64_t n) {
+    if (bias.data)
+        m2c_widen(row, bias, (size_t)c0, (size_t)n);
+    else
+        memset(row, 0, sizeof(float) * n);
+}
+
 /* One batch row, channels [c0, c0 + n). */
 static M2C_VECTORIZE void conv_block(float *out, float *state, int has_state, const float *in,
                                      int64_t ldin, m2c_tensor w, m2c_tensor bias,
                                      const float *mask, int64_t T, int64_t C, int64_t K,
                                      int silu, int64_t c0, int64_t n) {
     float taps[CONV_MAX_K][CONV_BLOCK], bias_row[CONV_BLOCK];
-    for (int64_t c = 0; c < n; c++) {
+    for (int64_t c = 0; c < n; c++)
         for (int64_t k = 0; k < K; k++) taps[k][c] = m2c_load(w, (size_t)(c0 + c) * K + k);
-        bias_row[c] = bias.data ? m2c_load(bias, c0 + c) : 0.0f;
-    }
+    bias_slice(bias_row, bias, c0, n);
     for (int64_t t = 0; t < T; t++) {
         float acc[CONV_BLOCK];
         for (int64_t c = 0; c < n; c++) acc[c] = bias_row[c];
@@ -56,10 +63,7 @@ static M2C_VECTORIZE void conv_step(float *out, float *state, int has_state, con
                                     int64_t c0, int64_t n) {
     float taps[CONV_BLOCK * CONV_MAX_K], bias_row[CONV_BLOCK];
     m2c_widen(taps, w, (size_t)c0 * K, (size_t)(n * K));
-    if (bias.data)
-        m2c_widen(bias_row, bias, (size_t)c0, (size_t)n);
-    else
-        memset(bias_row, 0, sizeof(float) * n);
+    bias_slice(bias_row, bias, c0, n);
     if (has_state) /* each window's oldest input drops out; its last slot is rewritten below */
         memmove(state, state + 1, sizeof(float) * (n * K - 1));
     else
