@@ -1,6 +1,6 @@
-"""Decode on the CPU with the weights where mamba2c places them (whole mappings on 2 MiB pages)
-against the same weights copied by NumPy's allocator: two mamba2-130m-shaped models in one
-process, timed in alternating rounds, so that both see the same machine.
+"""Decode on the CPU with the weights where mamba2c places them (one buffer on 2 MiB pages from
+end to end) against the same weights copied by NumPy's allocator: two mamba2-130m-shaped models
+in one process, timed in alternating rounds, so that both see the same machine.
 
     python benchmarks/bench_pages.py [--dtype float32] [--rounds 21] [--steps 16] [--threads 2]
 
