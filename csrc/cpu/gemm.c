@@ -1,6 +1,8 @@
 /* Float32 GEMM: a small register-blocked kernel (6x16 tiles, AVX2/FMA when the CPU has it) used
  * serially for the SSD's per-head products and, split over threads, as the built-in fallback
  * for the projections when the build has no BLAS. */
+#include <string.h>
+
 #include "kernels.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -17,6 +19,9 @@ static inline void pack_panel(float *panel, const float *B, int64_t ldb, int b_t
         for (int64_t j = 0; j < NR; j++)
             for (int64_t k = 0; k < kc; k++)
                 panel[k * NR + j] = j < nr ? B[(j0 + j) * ldb + k0 + k] : 0.0f;
+    } else if (nr == NR) { /* whole rows of the panel: plain copies */
+        for (int64_t k = 0; k < kc; k++)
+            memcpy(panel + k * NR, B + (k0 + k) * ldb + j0, sizeof(float) * NR);
     } else {
         for (int64_t k = 0; k < kc; k++)
             for (int64_t j = 0; j < NR; j++)
