@@ -21,8 +21,7 @@ from typing import Dict, Sequence
 import numpy as np
 
 HUGE_PAGE_BYTES = 2 << 20
-#: Where each weight starts in the shared buffer: a cache line, so rows never straddle one more
-#: than they must.
+#: Each weight in the shared buffer starts on a cache line, as an array of its own would.
 WEIGHT_ALIGNMENT = 64
 _ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)
 
