@@ -30,6 +30,11 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _worth_huge_pages(nbytes: int) -> bool:
+    """Less than a huge page gains nothing from one and would waste the rest of it."""
+    return _ADVICE is not None and nbytes >= HUGE_PAGE_BYTES
+
+
 def huge_buffer(nbytes: int) -> np.ndarray:
     """`nbytes` zero bytes (uint8) starting on a huge-page boundary, advised huge pages to the
     end of the last one. The mapping has one huge page more, so that a boundary falls inside
@@ -49,7 +54,7 @@ def zeros(shape: Sequence[int], dtype) -> np.ndarray:
     """A zero-filled C-contiguous array, on huge pages when it is large enough for them."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if _ADVICE is None or nbytes < HUGE_PAGE_BYTES:  # it would waste the rest of a huge page
+    if not _worth_huge_pages(nbytes):
         return np.zeros(shape, dtype)
     return huge_buffer(nbytes).view(dtype).reshape(shape)
 
@@ -69,15 +74,13 @@ def place_weights(weights: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     dropped as soon as its copy is made, and the buffer gets memory only as it is written, so
     placing costs one tensor of memory at a time. Read-only arrays (views of a checkpoint file,
     or of another model's state_dict) are kept as they are, shared."""
-    if _ADVICE is None:
-        return weights
     names = [name for name, array in weights.items()
              if array.flags.writeable and not _placed(array)]
     offsets, end = [], 0
     for name in names:
         offsets.append(end)
         end = _round_up(end + weights[name].nbytes, WEIGHT_ALIGNMENT)
-    if end < HUGE_PAGE_BYTES:  # too small to gain from huge pages, and would waste one
+    if not _worth_huge_pages(end):
         return weights
     buffer = huge_buffer(end)
     for name, offset in zip(names, offsets):

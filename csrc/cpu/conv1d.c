@@ -86,8 +86,8 @@ void m2c_conv1d(float *out, float *state, int has_state, const float *in, int64_
                 int64_t K, int silu) {
     if (T == 0 && !state) return; /* no outputs and no state, however many rows: nothing to do */
     int64_t blocks = (C + CONV_BLOCK - 1) / CONV_BLOCK;
-    /* even one token's conv is worth both cores: run serially, it would take long enough for the
-     * other thread to fall asleep before the state update wakes it */
+    /* even one token's conv is worth both cores: serial, it would take long enough for the other
+     * thread to fall asleep before the state update needs it */
 #pragma omp parallel for collapse(2) schedule(static) if (B * T * C * K > 4096)
     for (int64_t b = 0; b < B; b++)
         for (int64_t blk = 0; blk < blocks; blk++) {
